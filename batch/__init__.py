@@ -1,0 +1,1 @@
+"""Offline tools built on :mod:`anomrec.streaming`: fitting, evaluation and reports."""

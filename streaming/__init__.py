@@ -1,0 +1,1 @@
+"""The online runtime: decoding, features, detectors, the processing core and its runners."""
