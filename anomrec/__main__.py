@@ -1,0 +1,3 @@
+from anomrec.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""The ``anomrec`` command: the one place that wires the runtime, the offline tools and the broker.
+
+Subcommands:
+
+- ``run``: the processor. With no broker configured it runs in process on the bundled sample
+  stream of card transactions and prints how well the alerts match the labels.
+- ``broker``: a local single-node Apache Kafka for development, in the foreground.
+- ``produce-demo``: writes the sample stream to a topic (the docker compose demo producer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import orjson
+
+from anomrec import __version__
+from anomrec.streaming.config import ProcessorConfig
+from anomrec.streaming.exceptions import AnomrecError
+from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
+from anomrec.streaming.sample import generate_transactions
+
+log = logging.getLogger("anomrec")
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    env = ProcessorConfig.env_var
+    group = parser.add_argument_group("processor settings (flags override ANOMREC_* variables)")
+    group.add_argument("--bootstrap-servers", help=f"Kafka HOST:PORT; unset runs embedded [{env('bootstrap_servers')}]")
+    group.add_argument("--input-topic", help=f"[{env('input_topic')}, default events]")
+    group.add_argument("--alerts-topic", help=f"[{env('alerts_topic')}, default alerts]")
+    group.add_argument("--group-id", help=f"[{env('group_id')}, default anomrec]")
+    group.add_argument("--features", help=f"comma-separated numeric fields [{env('features')}]")
+    group.add_argument("--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.7]")
+    group.add_argument("--seed", type=int, help=f"[{env('seed')}, default 42]")
+
+
+def _config(args: argparse.Namespace) -> ProcessorConfig:
+    overrides = {
+        name: getattr(args, name)
+        for name in ("bootstrap_servers", "input_topic", "alerts_topic", "group_id", "features", "threshold", "seed")
+    }
+    return ProcessorConfig.from_sources(os.environ, overrides)
+
+
+class _Progress:
+    """A live line on stderr: events/s, events done and alerts (tqdm)."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 - only the progress line needs it
+
+        self.bar = tqdm(total=total, unit=" ev", unit_scale=True, disable=not enabled, dynamic_ncols=True)
+
+    def __call__(self, stats: RunStats, n: int) -> None:
+        self.bar.set_postfix(alerts=stats.alerts, refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config.bootstrap_servers:
+        return _run_kafka(config, args)
+    print(
+        f"anomrec {__version__}: no broker configured, running embedded on {args.events:,} sample card "
+        f"transactions (seed {args.sample_seed}); alerts go to {args.alerts_out}",
+        file=sys.stderr,
+    )
+    values = (orjson.dumps(e) for e in generate_transactions(args.events, seed=args.sample_seed, anomaly_rate=args.anomaly_rate))
+    progress = _Progress(args.events, enabled=not args.quiet)
+    with write_alerts_path(Path(args.alerts_out)) as out:
+        try:
+            stats = run_embedded(config, values, out, on_batch=progress)
+        finally:
+            progress.close()
+    print(stats.summary())
+    print(f"alerts written to {args.alerts_out}")
+    return 0
+
+
+def _run_kafka(config: ProcessorConfig, args: argparse.Namespace) -> int:
+    runner = KafkaRunner(config)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current batch, committing, exiting", signal.Signals(signum).name)
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
+    print(stats.summary(), flush=True)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from anomrec.localkafka import serve  # noqa: PLC0415 - needs Java; only this command does
+
+    return serve(port=args.port)
+
+
+def cmd_produce_demo(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", linger_ms=5)
+    start = time.monotonic()
+    sent = 0
+    for event in generate_transactions(args.count, seed=args.sample_seed, anomaly_rate=args.anomaly_rate):
+        producer.send(args.topic, key=event["card_id"].encode(), value=orjson.dumps(event))
+        sent += 1
+        if args.rate > 0:
+            lag = sent / args.rate - (time.monotonic() - start)
+            if lag > 0:
+                time.sleep(lag)
+    producer.flush()
+    producer.close()
+    print(f"produced {sent:,} events to {args.topic} in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anomrec", description="Streaming anomaly detection on Kafka.")
+    parser.add_argument("--version", action="version", version=f"anomrec {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("ANOMREC_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the processor (embedded sample when no broker is configured)")
+    _config_flags(run)
+    embedded = run.add_argument_group("embedded run (no broker)")
+    embedded.add_argument("--events", type=_positive_int, default=50_000, help="sample events to generate (default 50000)")
+    embedded.add_argument("--anomaly-rate", type=float, default=0.02, help="share of labelled frauds (default 0.02)")
+    embedded.add_argument("--sample-seed", type=int, default=7, help="seed of the sample stream (default 7)")
+    embedded.add_argument("--alerts-out", default="anomrec-alerts.jsonl", help="JSONL file for alerts")
+    embedded.add_argument("--quiet", action="store_true", help="no progress line")
+    kafka = run.add_argument_group("Kafka run")
+    kafka.add_argument("--max-events", type=_positive_int, help="stop after this many events")
+    kafka.add_argument("--idle-timeout", type=float, help="stop after this many seconds with no input")
+    run.set_defaults(func=cmd_run)
+
+    broker = sub.add_parser("broker", help="run a local single-node Apache Kafka (KRaft) in the foreground")
+    broker.add_argument("--port", type=int, default=9092, help="bootstrap port on 127.0.0.1 (default 9092; 0 = any free)")
+    broker.set_defaults(func=cmd_broker)
+
+    demo = sub.add_parser("produce-demo", help="produce the sample card transactions to a topic")
+    demo.add_argument("--bootstrap-servers", default=os.environ.get("ANOMREC_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    demo.add_argument("--topic", default=os.environ.get("ANOMREC_INPUT_TOPIC", "events"))
+    demo.add_argument("--count", type=_positive_int, default=100_000)
+    demo.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
+    demo.add_argument("--anomaly-rate", type=float, default=0.02)
+    demo.add_argument("--sample-seed", type=int, default=7)
+    demo.set_defaults(func=cmd_produce_demo)
+    return parser
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a number >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except AnomrecError as exc:
+        print(f"anomrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

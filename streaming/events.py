@@ -1,0 +1,161 @@
+"""Decoding raw record values into :class:`Event` objects.
+
+Runners hand the decoder raw bytes: a deserializer inside the Kafka client that raises would wedge
+the consumer on the bad record. Every way a record can be wrong ends in one
+:class:`~anomrec.streaming.exceptions.BadRecord` whose message names the field and the value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .config import ProcessorConfig
+from .exceptions import BadRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One decoded event.
+
+    Attributes
+    ----------
+    event_id
+        The event's id, as a string.
+    entity
+        The card, account, host or device the event belongs to.
+    event_time
+        Event time in epoch seconds (UTC). Models and outputs use this, never the wall clock.
+    features
+        The configured numeric fields, in configuration order.
+    label
+        1 for a known anomaly, 0 for a known normal event, ``None`` when unlabelled.
+    """
+
+    event_id: str
+    entity: str
+    event_time: float
+    features: tuple[float, ...]
+    label: int | None = None
+
+
+class EventDecoder:
+    """Turns a JSON record value into an :class:`Event`, or raises :class:`BadRecord`.
+
+    Parameters
+    ----------
+    config
+        Names the id, entity, time, label and feature fields.
+
+    Examples
+    --------
+    >>> decoder = EventDecoder(ProcessorConfig(features=("amount",)))
+    >>> decoder.decode(b'{"event_id": 7, "card_id": "c1", "ts": "2026-01-01T00:00:00Z", "amount": 12.5}')
+    Event(event_id='7', entity='c1', event_time=1767225600.0, features=(12.5,), label=None)
+    >>> decoder.decode(b'{"event_id": 8, "card_id": "c1", "ts": 0, "amount": "12"}')
+    Traceback (most recent call last):
+    ...
+    anomrec.streaming.exceptions.BadRecord: field 'amount' is '12', a str: expected a number
+    """
+
+    def __init__(self, config: ProcessorConfig) -> None:
+        self.config = config
+
+    def decode(
+        self, value: bytes | None, *, timestamp_ms: int | None = None, fallback_id: str | None = None
+    ) -> Event:
+        """Decode one record value.
+
+        Parameters
+        ----------
+        value
+            The raw record value.
+        timestamp_ms
+            The record's own timestamp, used as event time when the event has no time field.
+        fallback_id
+            Used as the event id when the event has none (Kafka runners pass
+            ``topic-partition-offset``, which is stable across replays).
+        """
+        if value is None:
+            raise BadRecord("json", "record has no value (a tombstone): expected a JSON object")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise BadRecord("json", f"value is not valid JSON ({exc}): {_preview(value)}") from None
+        if not isinstance(doc, dict):
+            raise BadRecord(
+                "not-object", f"value is a JSON {type(doc).__name__}, expected an object: {_preview(value)}"
+            )
+        return self.from_dict(doc, timestamp_ms=timestamp_ms, fallback_id=fallback_id)
+
+    def from_dict(
+        self, doc: dict[str, Any], *, timestamp_ms: int | None = None, fallback_id: str | None = None
+    ) -> Event:
+        """Build an :class:`Event` from an already parsed JSON object."""
+        cfg = self.config
+        event_id = doc.get(cfg.id_field, fallback_id)
+        if event_id is None:
+            raise BadRecord("missing-field", f"missing field {cfg.id_field!r} (the event id)")
+        entity = doc.get(cfg.entity_field)
+        if entity is None:
+            raise BadRecord("missing-field", f"missing field {cfg.entity_field!r} (the entity)")
+        features = tuple(_number(doc, name) for name in cfg.features)
+        label = doc.get(cfg.label_field)
+        return Event(
+            event_id=str(event_id),
+            entity=str(entity),
+            event_time=_event_time(doc, cfg.time_field, timestamp_ms),
+            features=features,
+            label=int(label) if isinstance(label, bool | int) and label in (0, 1) else None,
+        )
+
+
+def _number(doc: dict[str, Any], name: str) -> float:
+    if name not in doc:
+        raise BadRecord("missing-field", f"missing numeric field {name!r}")
+    value = doc[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRecord(
+            "not-numeric", f"field {name!r} is {value!r}, a {type(value).__name__}: expected a number"
+        )
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadRecord("not-finite", f"field {name!r} is {value!r}: expected a finite number")
+    return value
+
+
+def _event_time(doc: dict[str, Any], name: str, timestamp_ms: int | None) -> float:
+    raw = doc.get(name)
+    if raw is None:
+        if timestamp_ms is not None and timestamp_ms >= 0:
+            return timestamp_ms / 1000.0
+        raise BadRecord("bad-time", f"missing field {name!r} (the event time) and no record timestamp")
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if not math.isfinite(raw):
+            raise BadRecord("bad-time", f"field {name!r} is {raw!r}: expected finite epoch seconds")
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise BadRecord(
+                "bad-time", f"field {name!r} is {raw!r}: expected ISO 8601 such as 2026-01-31T12:00:00Z"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    raise BadRecord("bad-time", f"field {name!r} is {raw!r}: expected an ISO 8601 string or epoch seconds")
+
+
+def format_time(epoch_seconds: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. ``2026-01-01T00:00:00.000Z``."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _preview(value: bytes, limit: int = 80) -> str:
+    text = repr(value[:limit])
+    return text + ("..." if len(value) > limit else "")
