@@ -39,7 +39,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alerts-topic", help=f"[{env('alerts_topic')}, default alerts]")
     group.add_argument("--group-id", help=f"[{env('group_id')}, default anomrec]")
     group.add_argument("--features", help=f"comma-separated numeric fields [{env('features')}]")
-    group.add_argument("--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.7]")
+    group.add_argument("--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.95]")
     group.add_argument("--seed", type=int, help=f"[{env('seed')}, default 42]")
 
 

@@ -70,7 +70,7 @@ class ProcessorConfig:
         metadata=_env("comma-separated numeric event fields the detector scores"),
     )
     threshold: float = field(
-        default=0.7, metadata=_env("alert when the anomaly score (0..1, higher = worse) is at least this")
+        default=0.95, metadata=_env("alert when the anomaly score (0..1, higher = worse) is at least this")
     )
     n_trees: int = field(default=10, metadata=_env("HalfSpaceTrees: number of trees"))
     height: int = field(default=8, metadata=_env("HalfSpaceTrees: height of each tree"))

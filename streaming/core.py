@@ -67,7 +67,7 @@ class Processor:
     >>> from anomrec.streaming.events import Event
     >>> cfg = ProcessorConfig(features=("amount",), window_size=20, n_trees=10, height=8)
     >>> proc = Processor(cfg)
-    >>> normal = [Event(str(i), "c1", float(i), (10.0 + i % 3,)) for i in range(100)]
+    >>> normal = [Event(str(i), "c1", float(i), (10.0 + i * 37 % 100 / 10,)) for i in range(100)]
     >>> proc.process(normal).alerts
     []
     >>> [a.event_id for a in proc.process([Event("x", "c1", 100.0, (9000.0,))]).alerts]

@@ -42,7 +42,7 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     Examples
     --------
     >>> round(haversine_km(48.857, 2.352, 51.507, -0.128))
-    344
+    343
     """
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
@@ -58,6 +58,7 @@ def generate_transactions(
     seed: int = 7,
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     mean_gap_seconds: float = 3.0,
+    travel_rate: float = 0.02,
 ) -> Iterator[dict[str, Any]]:
     """Yield ``n`` card transactions in event-time order.
 
@@ -75,6 +76,8 @@ def generate_transactions(
         Event time of the first transaction.
     mean_gap_seconds
         Mean of the exponential gaps between consecutive events.
+    travel_rate
+        Share of honest purchases made in another of the home cities (normal, but unusual).
 
     Examples
     --------
@@ -105,7 +108,7 @@ def generate_transactions(
             fraud = FRAUD_TYPES[int(rng.integers(len(FRAUD_TYPES)))]
         if fraud in ("far-away", "takeover"):
             country, lat, lon = _FAR[int(rng.integers(len(_FAR)))]
-        elif rng.random() < 0.02:  # an honest trip to another city
+        elif rng.random() < travel_rate:  # an honest trip to another city
             country, lat, lon = _CITIES[int(rng.integers(len(_CITIES)))]
         if fraud == "large-amount":
             ratio *= float(rng.uniform(8.0, 30.0))
