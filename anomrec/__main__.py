@@ -1,3 +1,5 @@
-from anomrec.cli import main
 import sys
+
+from anomrec.cli import main
+
 sys.exit(main())

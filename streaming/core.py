@@ -76,12 +76,16 @@ class Processor:
 
     def __init__(self, config: ProcessorConfig, detector: Detector | None = None) -> None:
         self.config = config
-        self.detector = detector if detector is not None else RiverHalfSpaceTrees(
-            config.features,
-            n_trees=config.n_trees,
-            height=config.height,
-            window_size=config.window_size,
-            seed=config.seed,
+        self.detector = (
+            detector
+            if detector is not None
+            else RiverHalfSpaceTrees(
+                config.features,
+                n_trees=config.n_trees,
+                height=config.height,
+                window_size=config.window_size,
+                seed=config.seed,
+            )
         )
 
     def process(self, events: Sequence[Event]) -> Step:

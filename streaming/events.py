@@ -153,7 +153,9 @@ def _event_time(doc: dict[str, Any], name: str, timestamp_ms: int | None) -> flo
 
 def format_time(epoch_seconds: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. ``2026-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _preview(value: bytes, limit: int = 80) -> str:

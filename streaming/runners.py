@@ -72,8 +72,10 @@ class RunStats:
         if self.labelled_anomalies:
             lines += [
                 f"labelled    {self.labelled_anomalies:>9,}   anomalies in the input",
-                f"precision   {self.precision or 0.0:>9.3f}   ({self.true_alerts:,} of {self.alerts:,} alerts are labelled anomalies)",
-                f"recall      {self.recall or 0.0:>9.3f}   ({self.true_alerts:,} of {self.labelled_anomalies:,} labelled anomalies alerted)",
+                f"precision   {self.precision or 0.0:>9.3f}   "
+                f"({self.true_alerts:,} of {self.alerts:,} alerts are labelled anomalies)",
+                f"recall      {self.recall or 0.0:>9.3f}   "
+                f"({self.true_alerts:,} of {self.labelled_anomalies:,} labelled anomalies alerted)",
             ]
         lines.append(f"time        {self.elapsed:>9.1f} s ({rate:,.0f} events/s)")
         return "\n".join(lines)
@@ -238,4 +240,6 @@ def write_alerts_path(path: Path) -> IO[bytes]:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("wb")
     except OSError as exc:
-        raise DeliveryError(f"cannot write alerts to {str(path)!r}: {exc.strerror}; pass another --alerts-out") from None
+        raise DeliveryError(
+            f"cannot write alerts to {str(path)!r}: {exc.strerror}; pass another --alerts-out"
+        ) from None

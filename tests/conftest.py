@@ -25,7 +25,7 @@ from anomrec.localkafka import KAFKA_VERSION, BrokerUnavailable, LocalKafka
 
 def _docker_reachable() -> bool:
     try:
-        import docker  # noqa: PLC0415 - installed with testcontainers
+        import docker
 
         client = docker.from_env(timeout=3)
         client.ping()
@@ -48,8 +48,8 @@ def _apache_kafka_container() -> Iterator[str]:
     testcontainers' KafkaContainer drives Confluent's image layout, so the official image runs
     through its generic container with the broker advertising the published host port.
     """
-    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
-    from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
 
     port = _free_port()
     env = {
@@ -111,8 +111,8 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def fresh_topic(kafka_bootstrap: str) -> Iterator[object]:
-    """Factory: ``fresh_topic(prefix, partitions=1)`` creates a uniquely named topic; all are deleted after."""
-    from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415
+    """Factory: ``fresh_topic(prefix, partitions=1)`` makes a uniquely named topic, deleted after."""
+    from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="anomrec-tests")
     created: list[str] = []

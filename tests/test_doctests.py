@@ -10,11 +10,11 @@ import doctest
 import importlib
 import pkgutil
 
+import anomrec.batch
+import anomrec.streaming
 import pytest
 
 import anomrec
-import anomrec.batch
-import anomrec.streaming
 
 PACKAGES = (anomrec, anomrec.streaming, anomrec.batch)
 
@@ -30,8 +30,12 @@ def modules() -> list[str]:
 @pytest.mark.parametrize("name", modules())
 def test_examples(name: str) -> None:
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}; see the output above"
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    assert result.failed == 0, (
+        f"{result.failed} of {result.attempted} examples failed in {name}; see the output above"
+    )
 
 
 def test_the_walk_reaches_both_packages() -> None:

@@ -46,7 +46,9 @@ def forbidden(names: set[str], prefixes: tuple[str, ...]) -> list[str]:
         ("batch", "anomrec.batch", ("anomrec.cli",)),
     ],
 )
-def test_package_does_not_import_against_the_direction(folder: str, package: str, banned: tuple[str, ...]) -> None:
+def test_package_does_not_import_against_the_direction(
+    folder: str, package: str, banned: tuple[str, ...]
+) -> None:
     files = sorted((ROOT / folder).rglob("*.py"))
     assert files, f"no Python files under {folder}/"
     offences = {

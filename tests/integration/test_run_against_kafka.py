@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from anomrec.streaming.sample import generate_transactions
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-
-from anomrec.streaming.sample import generate_transactions
 
 pytestmark = pytest.mark.kafka
 
@@ -52,8 +51,12 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 
 def read_all(bootstrap: str, topic: str) -> list[dict[str, object]]:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-        consumer_timeout_ms=3000, isolation_level="read_committed",
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+        isolation_level="read_committed",
     )
     try:
         return [orjson.loads(r.value) for r in consumer]
@@ -82,9 +85,20 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     total = N_EVENTS + len(BAD_VALUES)
 
     proc = subprocess.Popen(
-        [*anomrec_command(), "run", "--bootstrap-servers", kafka_bootstrap, "--input-topic", events_topic,
-         "--alerts-topic", alerts_topic, "--group-id", group],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *anomrec_command(),
+            "run",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--input-topic",
+            events_topic,
+            "--alerts-topic",
+            alerts_topic,
+            "--group-id",
+            group,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if not k.startswith("ANOMREC_")},
     )
     try:
@@ -106,7 +120,10 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     alerted = {str(a["event_id"]) for a in alerts}
     caught = planted & alerted
     false_alarms = alerted - planted
-    print(f"planted alerted: {len(caught)}/{N_PLANTED}; normal events alerted: {len(false_alarms)}/{N_EVENTS - N_PLANTED}")
+    print(
+        f"planted alerted: {len(caught)}/{N_PLANTED}; "
+        f"normal events alerted: {len(false_alarms)}/{N_EVENTS - N_PLANTED}"
+    )
     assert len(caught) >= 18, f"only {len(caught)} of {N_PLANTED} planted anomalies alerted"
     assert len(false_alarms) < 0.01 * (N_EVENTS - N_PLANTED), f"{len(false_alarms)} normal events alerted"
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.exceptions import ConfigError
 

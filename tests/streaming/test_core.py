@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from river import anomaly, compose, preprocessing
-
 from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.core import Processor
 from anomrec.streaming.events import Event, EventDecoder
 from anomrec.streaming.sample import generate_transactions
+from river import anomaly, compose, preprocessing
 
 CFG = ProcessorConfig(window_size=100, seed=3)
 
@@ -21,7 +20,9 @@ def events() -> list[Event]:
 def reference_scores(events: list[Event], cfg: ProcessorConfig, *, learn_first: bool = False) -> list[float]:
     model = compose.Pipeline(
         preprocessing.MinMaxScaler(),
-        anomaly.HalfSpaceTrees(n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed),
+        anomaly.HalfSpaceTrees(
+            n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed
+        ),
     )
     scores = []
     for e in events:

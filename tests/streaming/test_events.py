@@ -2,15 +2,21 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.events import EventDecoder, format_time
 from anomrec.streaming.exceptions import BadRecord
+from hypothesis import given
+from hypothesis import strategies as st
 
 CFG = ProcessorConfig(features=("amount", "km"))
-GOOD = {"event_id": "e1", "card_id": "c9", "ts": "2026-03-01T10:00:00.250Z", "amount": 12, "km": 0.5, "label": 1}
+GOOD = {
+    "event_id": "e1",
+    "card_id": "c9",
+    "ts": "2026-03-01T10:00:00.250Z",
+    "amount": 12,
+    "km": 0.5,
+    "label": 1,
+}
 
 
 def decode(doc: object, **kw: object) -> object:
@@ -91,7 +97,11 @@ def test_any_bytes_decode_or_raise_bad_record(value: bytes) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=10,
 )

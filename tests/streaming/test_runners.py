@@ -5,7 +5,6 @@ import logging
 
 import orjson
 import pytest
-
 from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.runners import run_embedded
 from anomrec.streaming.sample import generate_transactions
@@ -50,5 +49,11 @@ def test_bad_records_are_counted_logged_and_do_not_touch_the_model(caplog: pytes
 
 def test_progress_callback_sees_every_record() -> None:
     seen: list[int] = []
-    run_embedded(CFG, [*clean_values()[:1234], b"{"], io.BytesIO(), batch_size=500, on_batch=lambda s, n: seen.append(n))
+    run_embedded(
+        CFG,
+        [*clean_values()[:1234], b"{"],
+        io.BytesIO(),
+        batch_size=500,
+        on_batch=lambda s, n: seen.append(n),
+    )
     assert seen == [500, 500, 235]

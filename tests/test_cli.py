@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from anomrec.cli import main
+
+
+def test_embedded_run_prints_summary_and_writes_alerts(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "alerts.jsonl"
+    script = Path(sys.executable).with_name("anomrec")
+    result = subprocess.run(
+        [str(script), "run", "--events", "4000", "--alerts-out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout
+    alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert re.search(rf"alerts\s+{len(alerts):,}\n", summary)
+    assert re.search(r"events\s+4,000\n", summary)
+    assert re.search(r"precision\s+\d\.\d{3}", summary) and re.search(r"recall\s+\d\.\d{3}", summary)
+    assert "ev/s" in result.stderr, "the progress line shows the rate"
+    assert alerts and all(a["score"] >= a["threshold"] for a in alerts)
+
+
+def test_the_same_run_twice_writes_the_same_alerts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path in (first, second):
+        assert main(["run", "--events", "3000", "--quiet", "--alerts-out", str(path)]) == 0
+    assert first.read_bytes() == second.read_bytes() != b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["run", "--threshold", "2"], {}, "threshold=2.0 is out of range: expected a number in (0, 1)"),
+        (["run"], {"ANOMREC_SEED": "lots"}, "ANOMREC_SEED='lots' is not a valid int"),
+        (["run", "--features", "amount,amount"], {}, "names a field twice"),
+        (
+            ["run", "--alerts-out", "/proc/nope/alerts.jsonl"],
+            {},
+            "cannot write alerts to '/proc/nope/alerts.jsonl'",
+        ),
+    ],
+)
+def test_bad_options_say_what_was_wrong(
+    argv: list[str],
+    env: dict[str, str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main([*argv, "--quiet", "--events", "10"]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_argument_errors_exit_2_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--events", "0"])
+    assert info.value.code == 2
+    assert "'0': expected a number >= 1" in capsys.readouterr().err
