@@ -23,6 +23,8 @@ from types import FrameType
 import orjson
 
 from anomrec import __version__
+from anomrec.localkafka import add_arguments as add_broker_arguments
+from anomrec.localkafka import serve
 from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.exceptions import AnomrecError
 from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
@@ -34,19 +36,31 @@ log = logging.getLogger("anomrec")
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     env = ProcessorConfig.env_var
     group = parser.add_argument_group("processor settings (flags override ANOMREC_* variables)")
-    group.add_argument("--bootstrap-servers", help=f"Kafka HOST:PORT; unset runs embedded [{env('bootstrap_servers')}]")
+    group.add_argument(
+        "--bootstrap-servers", help=f"Kafka HOST:PORT; unset runs embedded [{env('bootstrap_servers')}]"
+    )
     group.add_argument("--input-topic", help=f"[{env('input_topic')}, default events]")
     group.add_argument("--alerts-topic", help=f"[{env('alerts_topic')}, default alerts]")
     group.add_argument("--group-id", help=f"[{env('group_id')}, default anomrec]")
     group.add_argument("--features", help=f"comma-separated numeric fields [{env('features')}]")
-    group.add_argument("--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.95]")
+    group.add_argument(
+        "--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.95]"
+    )
     group.add_argument("--seed", type=int, help=f"[{env('seed')}, default 42]")
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
     overrides = {
         name: getattr(args, name)
-        for name in ("bootstrap_servers", "input_topic", "alerts_topic", "group_id", "features", "threshold", "seed")
+        for name in (
+            "bootstrap_servers",
+            "input_topic",
+            "alerts_topic",
+            "group_id",
+            "features",
+            "threshold",
+            "seed",
+        )
     }
     return ProcessorConfig.from_sources(os.environ, overrides)
 
@@ -76,7 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"transactions (seed {args.sample_seed}); alerts go to {args.alerts_out}",
         file=sys.stderr,
     )
-    values = (orjson.dumps(e) for e in generate_transactions(args.events, seed=args.sample_seed, anomaly_rate=args.anomaly_rate))
+    values = (
+        orjson.dumps(e)
+        for e in generate_transactions(args.events, seed=args.sample_seed, anomaly_rate=args.anomaly_rate)
+    )
     progress = _Progress(args.events, enabled=not args.quiet)
     with write_alerts_path(Path(args.alerts_out)) as out:
         try:
@@ -103,9 +120,16 @@ def _run_kafka(config: ProcessorConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from anomrec.localkafka import serve  # noqa: PLC0415 - needs Java; only this command does
-
-    return serve(port=args.port)
+    # A development broker: topics spring into being on first use unless --config says otherwise.
+    extra = {"auto.create.topics.enable": "true", **dict(args.extra_config)}
+    return serve(
+        port=args.port,
+        controller_port=args.controller_port,
+        data_dir=args.data_dir,
+        heap=args.heap,
+        extra_config=extra,
+        timeout=args.timeout,
+    )
 
 
 def cmd_produce_demo(args: argparse.Namespace) -> int:
@@ -130,14 +154,22 @@ def cmd_produce_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anomrec", description="Streaming anomaly detection on Kafka.")
     parser.add_argument("--version", action="version", version=f"anomrec {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("ANOMREC_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ANOMREC_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the processor (embedded sample when no broker is configured)")
     _config_flags(run)
     embedded = run.add_argument_group("embedded run (no broker)")
-    embedded.add_argument("--events", type=_positive_int, default=50_000, help="sample events to generate (default 50000)")
-    embedded.add_argument("--anomaly-rate", type=float, default=0.02, help="share of labelled frauds (default 0.02)")
+    embedded.add_argument(
+        "--events", type=_positive_int, default=50_000, help="sample events to generate (default 50000)"
+    )
+    embedded.add_argument(
+        "--anomaly-rate", type=float, default=0.02, help="share of labelled frauds (default 0.02)"
+    )
     embedded.add_argument("--sample-seed", type=int, default=7, help="seed of the sample stream (default 7)")
     embedded.add_argument("--alerts-out", default="anomrec-alerts.jsonl", help="JSONL file for alerts")
     embedded.add_argument("--quiet", action="store_true", help="no progress line")
@@ -147,11 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     broker = sub.add_parser("broker", help="run a local single-node Apache Kafka (KRaft) in the foreground")
-    broker.add_argument("--port", type=int, default=9092, help="bootstrap port on 127.0.0.1 (default 9092; 0 = any free)")
+    add_broker_arguments(broker)
     broker.set_defaults(func=cmd_broker)
 
     demo = sub.add_parser("produce-demo", help="produce the sample card transactions to a topic")
-    demo.add_argument("--bootstrap-servers", default=os.environ.get("ANOMREC_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    demo.add_argument(
+        "--bootstrap-servers", default=os.environ.get("ANOMREC_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    )
     demo.add_argument("--topic", default=os.environ.get("ANOMREC_INPUT_TOPIC", "events"))
     demo.add_argument("--count", type=_positive_int, default=100_000)
     demo.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
@@ -174,7 +208,11 @@ def _positive_int(raw: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.func(args))
     except AnomrecError as exc:

@@ -20,7 +20,8 @@ Examples
 >>> with LocalKafka() as kafka:  # doctest: +SKIP
 ...     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
 
-From a shell, ``anomrec broker --port 9092`` runs one in the foreground (see :func:`serve`).
+From a shell, ``anomrec broker --port 9092`` (or ``python -m anomrec.localkafka``) runs one in
+the foreground until Ctrl-C (see :func:`serve`).
 
 Environment
 -----------
@@ -43,6 +44,7 @@ import ctypes
 import fcntl
 import hashlib
 import importlib.resources
+import logging
 import os
 import re
 import shutil
@@ -53,12 +55,12 @@ import sys
 import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
+from xml.etree import ElementTree
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
@@ -72,6 +74,7 @@ __all__ = [
     "add_arguments",
     "default_cache_dir",
     "find_java",
+    "main",
     "resolve_jars",
     "serve",
 ]
@@ -166,7 +169,9 @@ def find_java() -> str:
         raise BrokerUnavailable(f"Kafka needs Java, but `java` is not on PATH: {JAVA_HINT}")
     major = _java_major_version(java)
     if major is not None and major < 17:
-        raise BrokerUnavailable(f"Kafka {KAFKA_VERSION} needs Java >= 17, {java} is Java {major}: {JAVA_HINT}")
+        raise BrokerUnavailable(
+            f"Kafka {KAFKA_VERSION} needs Java >= 17, {java} is Java {major}: {JAVA_HINT}"
+        )
     return java
 
 
@@ -174,7 +179,9 @@ def find_java() -> str:
 def _java_major_version(java: str) -> int | None:
     """Major version of *java* (8 for "1.8.0_402", 17 for "17.0.15"), or None if unclear."""
     try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60).stderr
+        out = subprocess.run(
+            [java, "-version"], check=False, capture_output=True, text=True, timeout=60
+        ).stderr
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
@@ -288,7 +295,7 @@ def _run_maven(mvn: str, java: str, pom: bytes, work: Path) -> Path:
     env.setdefault("JAVA_HOME", str(Path(os.path.realpath(java)).parent.parent))
     try:
         result = subprocess.run(
-            command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            command, check=False, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace", timeout=_MAVEN_TIMEOUT_S,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
@@ -538,7 +545,9 @@ class LocalKafka:
         wanted = [self._requested_port, self._requested_controller_port]
         for port in wanted:
             if port and not _port_is_free(port):
-                raise BrokerStartError(f"127.0.0.1:{port} is already in use; choose another port (0 picks a free one)")
+                raise BrokerStartError(
+                    f"127.0.0.1:{port} is already in use; choose another port (0 picks a free one)"
+                )
         free = iter(_free_ports(wanted.count(0)))
         self.port, self.controller_port = (port or next(free) for port in wanted)
 
@@ -588,8 +597,9 @@ class LocalKafka:
         ]  # fmt: skip
         try:
             result = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, errors="replace", timeout=max(deadline - time.monotonic(), 1.0),
+                command, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, errors="replace",
+                timeout=max(deadline - time.monotonic(), 1.0),
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise BrokerStartError(f"formatting the Kafka storage in {self.data_dir} timed out") from exc
@@ -608,17 +618,24 @@ class LocalKafka:
             "-cp", str(libs / "*"),
             "kafka.Kafka", str(self.data_dir / "server.properties"),
         ]  # fmt: skip
-        self._console = open(self.data_dir / "logs" / "console.log", "ab")
+        # Open for the JVM's lifetime: stop() closes it.
+        self._console = open(self.data_dir / "logs" / "console.log", "ab")  # noqa: SIM115
         self._process = subprocess.Popen(
-            command, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=self._console,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent_hook(),
-        )  # fmt: skip
+            command,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, out of reach of the terminal's Ctrl-C
+            preexec_fn=_die_with_parent_hook(),  # noqa: PLW1509 - one prctl() call, see the hook
+        )
         atexit.register(self._stop_at_exit)
 
     def _connect(self, deadline: float) -> KafkaAdminClient:
         """Wait for the client port, then return an admin client that has bootstrapped."""
-        address = ("127.0.0.1", self.port)
-        self._retry_until(deadline, "opening its client port", lambda: _accepts_connections(address) or None)
+        port = self.port
+        assert port is not None
+        self._retry_until(deadline, "opening its client port", lambda: _accepts_connections(port) or None)
         try:
             admin = KafkaAdminClient(
                 bootstrap_servers=self.bootstrap_servers, client_id=_CLIENT_ID,
@@ -657,7 +674,9 @@ class LocalKafka:
         # FindCoordinator(GROUP) creates __consumer_offsets; the OffsetFetch that follows raises
         # (COORDINATOR_NOT_AVAILABLE, ..._LOAD_IN_PROGRESS) until the coordinator has loaded it,
         # then answers "no offsets" for the unknown group.
-        self._retry_until(deadline, "loading the group coordinator", lambda: admin.list_group_offsets([_WARMUP_ID]))
+        self._retry_until(
+            deadline, "loading the group coordinator", lambda: admin.list_group_offsets([_WARMUP_ID])
+        )
         try:
             admin.wait_for_topics(list(_INTERNAL_TOPICS), timeout_ms=_ms_left(deadline))
         except KafkaError as exc:
@@ -684,6 +703,9 @@ class LocalKafka:
 
     def _start_error(self, what: str) -> BrokerStartError:
         where = f" at {self.bootstrap_servers}" if self.port else ""
+        code = self._process.poll() if self._process is not None else None
+        if code is not None and "JVM exited" not in what:
+            what += f"; the JVM exited with code {code}"
         return BrokerStartError(f"Kafka {KAFKA_VERSION}{where} did not start: {what}\n{self.log_tail()}")
 
     def _stop_at_exit(self) -> None:
@@ -726,9 +748,9 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _accepts_connections(address: tuple[str, int | None]) -> bool:
+def _accepts_connections(port: int) -> bool:
     try:
-        with socket.create_connection(address, timeout=1.0):  # type: ignore[arg-type]
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
             return True
     except OSError:
         return False
@@ -808,6 +830,9 @@ def _tail_file(path: Path, count: int) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``anomrec broker`` to *parser* (e.g. a sub-command's parser).
 
+    The options' ``dest`` names are :func:`serve`'s keywords (``extra_config`` is a list of
+    ``(key, value)`` pairs: pass ``dict(args.extra_config)``).
+
     Parameters
     ----------
     parser : argparse.ArgumentParser
@@ -818,8 +843,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         *parser*, for chaining.
     """
-    parser.add_argument("--port", type=int, default=9092, help="client port on 127.0.0.1 (default 9092; 0 = any free)")
-    parser.add_argument("--controller-port", type=int, default=0, help="KRaft controller port (default: any free)")
+    parser.add_argument(
+        "--port", type=int, default=9092, help="client port on 127.0.0.1 (default 9092; 0 = any free)"
+    )
+    parser.add_argument(
+        "--controller-port", type=int, default=0, help="KRaft controller port (default: any free)"
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=None,
         help="keep topics in this directory across runs (default: a temporary directory deleted on exit)",
@@ -829,7 +858,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--config", dest="extra_config", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
         help="extra broker setting, repeatable (e.g. --config auto.create.topics.enable=true)",
     )  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
+    )
     return parser
 
 
@@ -840,17 +871,35 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def serve(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+def serve(
+    *,
+    port: int = 9092,
+    controller_port: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    heap: str = "512m",
+    extra_config: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> int:
     """Run a broker in the foreground until SIGINT or SIGTERM: the ``anomrec broker`` command.
 
-    Prints ``Kafka <version> ready at 127.0.0.1:PORT`` once clients can connect, then blocks.
-    On SIGINT (Ctrl-C), SIGTERM or SIGHUP it stops the broker cleanly.
+    Prints ``Kafka <version> ready at 127.0.0.1:PORT (started in N s)`` once clients can
+    connect, then blocks. SIGINT (Ctrl-C), SIGTERM or SIGHUP stop the broker cleanly. Must be
+    called from the main thread for the signals to reach it.
 
     Parameters
     ----------
-    argv : sequence of str or argparse.Namespace, optional
-        The arguments after ``anomrec broker`` (default ``sys.argv[1:]``), or a namespace
-        already parsed by a parser that :func:`add_arguments` set up.
+    port : int
+        Client port on 127.0.0.1 (0 picks a free one).
+    controller_port : int
+        KRaft controller port (0 picks a free one).
+    data_dir : str or Path, optional
+        Keep the broker's data here across runs; default a temporary directory, deleted on exit.
+    heap : str
+        JVM heap size.
+    extra_config : Mapping[str, str], optional
+        Broker settings added to or overriding :data:`BROKER_CONFIG`.
+    timeout : float
+        Seconds to wait for the broker to become ready.
 
     Returns
     -------
@@ -858,27 +907,29 @@ def serve(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         0 after a requested stop; 1 if the broker could not start or died by itself; 130 if
         interrupted before it was ready.
     """
-    if isinstance(argv, argparse.Namespace):
-        args = argv
-    else:
-        parser = add_arguments(argparse.ArgumentParser(prog="anomrec broker", description=serve.__doc__))
-        args = parser.parse_args(argv)
-
     broker = LocalKafka(
-        data_dir=args.data_dir, port=args.port, controller_port=args.controller_port,
-        heap=args.heap, extra_config=dict(args.extra_config),
-    )  # fmt: skip
+        data_dir=data_dir, port=port, controller_port=controller_port, heap=heap, extra_config=extra_config
+    )
     previous = _interrupt_on(signal.SIGTERM, signal.SIGHUP)
+    # kafka-python only probes readiness here; its INFO lines would bury the broker's banner.
+    client_logger = logging.getLogger("kafka")
+    client_level = client_logger.level
+    client_logger.setLevel(max(client_logger.getEffectiveLevel(), logging.WARNING))
     ready = False
     try:
-        print(f"Starting Kafka {KAFKA_VERSION} (first run: Maven downloads its jars) ...", flush=True)
-        broker.start(timeout=args.timeout)
+        print(f"Starting Kafka {KAFKA_VERSION} (the first run has Maven download its jars) ...", flush=True)
+        broker.start(timeout=timeout)
         ready = True
-        print(f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap_servers} "
-              f"(started in {broker.timings['total']:.1f} s)", flush=True)  # fmt: skip
+        started_in = broker.timings["total"]
+        print(
+            f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap_servers} (started in {started_in:.1f} s)",
+            flush=True,
+        )
         print(f"Data in {broker.data_dir}, log in {broker.log_file}. Ctrl-C stops it.", flush=True)
         code = broker.wait()
-        print(f"anomrec broker: Kafka exited by itself with code {code}\n{broker.log_tail()}", file=sys.stderr)
+        print(
+            f"anomrec broker: Kafka exited by itself with code {code}\n{broker.log_tail()}", file=sys.stderr
+        )
         return 1
     except (BrokerUnavailable, BrokerStartError) as exc:
         print(f"anomrec broker: {exc}", file=sys.stderr)
@@ -888,20 +939,49 @@ def serve(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         return 0 if ready else 130
     finally:
         broker.stop()
+        client_logger.setLevel(client_level)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options of :func:`add_arguments` and :func:`serve`: ``python -m anomrec.localkafka``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Command-line arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code from :func:`serve`.
+    """
+    parser = argparse.ArgumentParser(
+        prog="anomrec broker", description="Run a local Kafka broker until Ctrl-C."
+    )
+    args = add_arguments(parser).parse_args(argv)
+    return serve(
+        port=args.port, controller_port=args.controller_port, data_dir=args.data_dir,
+        heap=args.heap, extra_config=dict(args.extra_config), timeout=args.timeout,
+    )  # fmt: skip
+
+
 def _interrupt_on(*signals: signal.Signals) -> dict[signal.Signals, Any]:
-    """Make *signals* raise KeyboardInterrupt (as SIGINT does); return the previous handlers."""
+    """Make *signals* raise KeyboardInterrupt (as SIGINT does); return the previous handlers.
+
+    A signal that is ignored (``nohup`` ignores SIGHUP) stays ignored.
+    """
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    return {sig: signal.signal(sig, interrupt) for sig in signals}
+    return {
+        sig: signal.signal(sig, interrupt) for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(main())

@@ -64,14 +64,18 @@ class Processor:
 
     Examples
     --------
-    >>> from anomrec.streaming.events import Event
-    >>> cfg = ProcessorConfig(features=("amount",), window_size=20, n_trees=10, height=8)
+    >>> from anomrec.streaming.events import Event, EventDecoder
+    >>> from anomrec.streaming.sample import generate_transactions
+    >>> cfg = ProcessorConfig()
+    >>> decoder = EventDecoder(cfg)
+    >>> history = [decoder.from_dict(d) for d in generate_transactions(3000, anomaly_rate=0.0)]
     >>> proc = Processor(cfg)
-    >>> normal = [Event(str(i), "c1", float(i), (10.0 + i * 37 % 100 / 10,)) for i in range(100)]
-    >>> proc.process(normal).alerts
-    []
-    >>> [a.event_id for a in proc.process([Event("x", "c1", 100.0, (9000.0,))]).alerts]
-    ['x']
+    >>> step = proc.process(history)
+    >>> len(step.scores), step.scores[:3]   # the first window only fills the trees
+    (3000, [0.0, 0.0, 0.0])
+    >>> fraud = Event("x", "card-00001", 1.8e9, (9000.0, 8000.0, 300.0))
+    >>> [(a.event_id, a.score > 0.99) for a in proc.process([fraud]).alerts]
+    [('x', True)]
     """
 
     def __init__(self, config: ProcessorConfig, detector: Detector | None = None) -> None:

@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from anomrec.localkafka import BrokerStartError, BrokerUnavailable, LocalKafka, resolve_jars
+from anomrec.localkafka import KAFKA_VERSION, BrokerStartError, BrokerUnavailable, LocalKafka, resolve_jars
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,7 +38,9 @@ def _new_topic(broker: LocalKafka, prefix: str) -> str:
     return name
 
 
-def _consume(broker: LocalKafka, topic: str, count: int, **config: object) -> list[tuple[bytes | None, bytes]]:
+def _consume(
+    broker: LocalKafka, topic: str, count: int, **config: object
+) -> list[tuple[bytes | None, bytes]]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=broker.bootstrap_servers,
@@ -153,7 +155,9 @@ def test_missing_maven_names_what_to_install(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("ANOMREC_CACHE_DIR", str(tmp_path / "empty-cache"))  # forces a resolution
     kafka = LocalKafka()
-    with pytest.raises(BrokerUnavailable, match=r"`mvn` is not on PATH: install Maven \(.*apt-get install maven\)"):
+    with pytest.raises(
+        BrokerUnavailable, match=r"`mvn` is not on PATH: install Maven \(.*apt-get install maven\)"
+    ):
         kafka.start()
     assert kafka.data_dir is None and kafka.pid is None
-    assert not (tmp_path / "empty-cache" / "kafka-4.4.0" / "libs").exists()
+    assert not (tmp_path / "empty-cache" / f"kafka-{KAFKA_VERSION}" / "libs").exists()
