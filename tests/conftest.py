@@ -80,9 +80,13 @@ def _apache_kafka_container() -> Iterator[str]:
 def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     """Bootstrap servers of a real Apache Kafka broker for the whole session."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
 
     def say(text: str) -> None:
-        if reporter is not None:
+        """One line on the terminal, past pytest's capture: which broker, and how long it took."""
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
             reporter.write_line(f"[kafka] {text}")
 
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
