@@ -23,7 +23,7 @@ from typing import IO, Any
 from .config import ProcessorConfig
 from .core import Alert, Processor
 from .events import Event, EventDecoder
-from .exceptions import BadRecord, DeliveryError
+from .exceptions import BadRecord, ConfigError, DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +167,23 @@ class KafkaRunner:
     def run(self, *, max_events: int | None = None, idle_timeout: float | None = None) -> RunStats:
         """Process until :meth:`stop` is called, or after ``max_events`` or ``idle_timeout`` seconds idle."""
         from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415 - kept off the embedded path
+        from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
         cfg = self.config
-        consumer = KafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=cfg.max_poll_records,
-            **self.client_options,
-        )
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=cfg.bootstrap_servers,
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=cfg.max_poll_records,
+                **self.client_options,
+            )
+        except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+            raise ConfigError(
+                f"no Kafka broker answered at bootstrap_servers={cfg.bootstrap_servers!r}: check the "
+                "address and that the broker is up, or unset it to run embedded"
+            ) from None
         producer = KafkaProducer(
             bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
         )

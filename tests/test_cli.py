@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,11 @@ def test_argument_errors_exit_2_with_usage(capsys: pytest.CaptureFixture[str]) -
         main(["run", "--events", "0"])
     assert info.value.code == 2
     assert "'0': expected a number >= 1" in capsys.readouterr().err
+
+
+def test_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: nothing answers there
+        assert main(["run", "--bootstrap-servers", f"127.0.0.1:{port}"]) == 2
+    assert f"no Kafka broker answered at bootstrap_servers='127.0.0.1:{port}'" in capsys.readouterr().err
