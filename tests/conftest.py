@@ -19,8 +19,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from anomrec.localkafka import KAFKA_VERSION, BrokerUnavailable, LocalKafka
+
+
+# Property tests draw the same examples on every run (a failure reproduces), and a machine busy with
+# a broker start must not fail them on time: they assert properties, never speed.
+settings.register_profile(
+    "anomrec", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("anomrec")
 
 
 def _docker_reachable() -> bool:
