@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, settings
 
 from anomrec.localkafka import KAFKA_VERSION, BrokerUnavailable, LocalKafka
 
-
 # Property tests draw the same examples on every run (a failure reproduces), and a machine busy with
 # a broker start must not fail them on time: they assert properties, never speed.
 settings.register_profile(
