@@ -153,10 +153,6 @@ class ProcessorConfig:
                 values[name] = value
         return cls(**values)
 
-    def describe(self) -> list[tuple[str, str, str]]:
-        """Rows of (setting, environment variable, effective value), for ``--help`` and logs."""
-        return [(f.name, self.env_var(f.name), repr(getattr(self, f.name))) for f in dataclasses.fields(self)]
-
 
 def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
