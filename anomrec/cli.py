@@ -11,14 +11,16 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import orjson
 
@@ -33,35 +35,27 @@ from anomrec.streaming.sample import generate_transactions
 log = logging.getLogger("anomrec")
 
 
+# The settings that have flags; every setting has its ANOMREC_* variable.
+_FLAGS = ("bootstrap_servers", "input_topic", "alerts_topic", "group_id", "features", "threshold", "seed")
+
+
 def _config_flags(parser: argparse.ArgumentParser) -> None:
-    env = ProcessorConfig.env_var
+    """One flag per setting in ``_FLAGS``; help, variable and default come from ProcessorConfig."""
+    fields = {f.name: f for f in dataclasses.fields(ProcessorConfig)}
     group = parser.add_argument_group("processor settings (flags override ANOMREC_* variables)")
-    group.add_argument(
-        "--bootstrap-servers", help=f"Kafka HOST:PORT; unset runs embedded [{env('bootstrap_servers')}]"
-    )
-    group.add_argument("--input-topic", help=f"[{env('input_topic')}, default events]")
-    group.add_argument("--alerts-topic", help=f"[{env('alerts_topic')}, default alerts]")
-    group.add_argument("--group-id", help=f"[{env('group_id')}, default anomrec]")
-    group.add_argument("--features", help=f"comma-separated numeric fields [{env('features')}]")
-    group.add_argument(
-        "--threshold", type=float, help=f"alert at this score, in (0, 1) [{env('threshold')}, default 0.95]"
-    )
-    group.add_argument("--seed", type=int, help=f"[{env('seed')}, default 42]")
+    for name in _FLAGS:
+        f = fields[name]
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        kind: Callable[[str], Any] = type(f.default) if isinstance(f.default, int | float) else str
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            help=f"{f.metadata['help']} [{ProcessorConfig.env_var(name)}, default {default}]",
+        )
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
-    overrides = {
-        name: getattr(args, name)
-        for name in (
-            "bootstrap_servers",
-            "input_topic",
-            "alerts_topic",
-            "group_id",
-            "features",
-            "threshold",
-            "seed",
-        )
-    }
+    overrides = {name: getattr(args, name) for name in _FLAGS}
     return ProcessorConfig.from_sources(os.environ, overrides)
 
 

@@ -23,7 +23,7 @@ ENV_PREFIX = "ANOMREC_"
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-def _env(help_text: str) -> dict[str, str]:
+def _help(help_text: str) -> dict[str, str]:
     return {"help": help_text}
 
 
@@ -49,37 +49,37 @@ class ProcessorConfig:
 
     bootstrap_servers: str | None = field(
         default=None,
-        metadata=_env("Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset runs the embedded sample"),
+        metadata=_help("Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset runs the embedded sample"),
     )
-    input_topic: str = field(default="events", metadata=_env("topic the JSON events are read from"))
-    alerts_topic: str = field(default="alerts", metadata=_env("topic the JSON alerts are written to"))
-    group_id: str = field(default="anomrec", metadata=_env("Kafka consumer group id"))
-    id_field: str = field(default="event_id", metadata=_env("event field holding the event id"))
+    input_topic: str = field(default="events", metadata=_help("topic the JSON events are read from"))
+    alerts_topic: str = field(default="alerts", metadata=_help("topic the JSON alerts are written to"))
+    group_id: str = field(default="anomrec", metadata=_help("Kafka consumer group id"))
+    id_field: str = field(default="event_id", metadata=_help("event field holding the event id"))
     entity_field: str = field(
-        default="card_id", metadata=_env("event field holding the entity (card, host, device, user)")
+        default="card_id", metadata=_help("event field holding the entity (card, host, device, user)")
     )
     time_field: str = field(
         default="ts",
-        metadata=_env("event field holding the event time: ISO 8601, or epoch seconds as a number"),
+        metadata=_help("event field holding the event time: ISO 8601, or epoch seconds as a number"),
     )
     label_field: str = field(
-        default="label", metadata=_env("optional 0/1 field used only to score the alerts in summaries")
+        default="label", metadata=_help("optional 0/1 field used only to score the alerts in summaries")
     )
     features: tuple[str, ...] = field(
         default=("amount", "distance_from_home_km", "ratio_to_median_amount"),
-        metadata=_env("comma-separated numeric event fields the detector scores"),
+        metadata=_help("comma-separated numeric event fields the detector scores"),
     )
     threshold: float = field(
-        default=0.95, metadata=_env("alert when the anomaly score (0..1, higher = worse) is at least this")
+        default=0.95, metadata=_help("alert when the anomaly score (0..1, higher = worse) is at least this")
     )
-    n_trees: int = field(default=10, metadata=_env("HalfSpaceTrees: number of trees"))
-    height: int = field(default=8, metadata=_env("HalfSpaceTrees: height of each tree"))
+    n_trees: int = field(default=10, metadata=_help("HalfSpaceTrees: number of trees"))
+    height: int = field(default=8, metadata=_help("HalfSpaceTrees: height of each tree"))
     window_size: int = field(
         default=250,
-        metadata=_env("HalfSpaceTrees: events per reference window; no alerts before the first is full"),
+        metadata=_help("HalfSpaceTrees: events per reference window; no alerts before the first is full"),
     )
-    seed: int = field(default=42, metadata=_env("seed of every random choice the models make"))
-    max_poll_records: int = field(default=500, metadata=_env("largest batch taken from Kafka per poll"))
+    seed: int = field(default=42, metadata=_help("seed of every random choice the models make"))
+    max_poll_records: int = field(default=500, metadata=_help("largest batch taken from Kafka per poll"))
 
     def __post_init__(self) -> None:
         if self.bootstrap_servers is not None and not self.bootstrap_servers.strip():
@@ -145,7 +145,7 @@ class ProcessorConfig:
         for name, f in fields.items():
             raw = (environ or {}).get(cls.env_var(name))
             if raw is not None:
-                values[name] = _parse_env(name, raw, f)
+                values[name] = _parse_help(name, raw, f)
         for name, value in (overrides or {}).items():
             if name not in fields:
                 raise ConfigError(f"unknown setting {name!r}: expected one of {', '.join(fields)}")
@@ -158,7 +158,7 @@ def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def _parse_env(name: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+def _parse_help(name: str, raw: str, f: dataclasses.Field[Any]) -> Any:
     kind = type(f.default)
     var = ProcessorConfig.env_var(name)
     try:
