@@ -6,18 +6,23 @@ Subcommands:
   stream of card transactions and prints how well the alerts match the labels.
 - ``broker``: a local single-node Apache Kafka for development, in the foreground.
 - ``produce-demo``: writes the sample stream to a topic (the docker compose demo producer).
+- ``generate``: writes the labelled sample stream of card transactions to a JSON Lines file (gzip
+  with ``.gz``), to stdout, or to a topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,15 +33,15 @@ from anomrec import __version__
 from anomrec.localkafka import add_arguments as add_broker_arguments
 from anomrec.localkafka import serve
 from anomrec.streaming.config import ProcessorConfig
-from anomrec.streaming.exceptions import AnomrecError
+from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError
 from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
-from anomrec.streaming.sample import generate_transactions
+from anomrec.streaming.sample import FRAUD_TYPES, generate_transactions, iter_transactions
 
 log = logging.getLogger("anomrec")
 
 
 # The settings that have flags; every setting has its ANOMREC_* variable.
-_FLAGS = ("bootstrap_servers", "input_topic", "alerts_topic", "group_id", "features", "threshold", "seed")
+_FLAGS = tuple(f.name for f in dataclasses.fields(ProcessorConfig))
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     values = (
         orjson.dumps(e)
-        for e in generate_transactions(args.events, seed=args.sample_seed, anomaly_rate=args.anomaly_rate)
+        for e in generate_transactions(args.events, seed=args.sample_seed, fraud_rate=args.anomaly_rate)
     )
     progress = _Progress(args.events, enabled=not args.quiet)
     with write_alerts_path(Path(args.alerts_out)) as out:
@@ -127,22 +132,132 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce_demo(args: argparse.Namespace) -> int:
-    from kafka import KafkaProducer  # noqa: PLC0415
-
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", linger_ms=5)
     start = time.monotonic()
-    sent = 0
-    for event in generate_transactions(args.count, seed=args.sample_seed, anomaly_rate=args.anomaly_rate):
-        producer.send(args.topic, key=event["card_id"].encode(), value=orjson.dumps(event))
-        sent += 1
-        if args.rate > 0:
-            lag = sent / args.rate - (time.monotonic() - start)
-            if lag > 0:
-                time.sleep(lag)
-    producer.flush()
-    producer.close()
+    events = iter_transactions(args.count, seed=args.sample_seed, fraud_rate=args.anomaly_rate)
+    sent = _produce(events, servers=args.bootstrap_servers, topic=args.topic, rate=args.rate)
     print(f"produced {sent:,} events to {args.topic} in {time.monotonic() - start:.1f} s")
     return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    events = iter_transactions(
+        args.events, seed=args.seed, fraud_rate=args.fraud_rate, n_users=args.users, n_items=args.items
+    )
+    tally: Counter[str] = Counter()
+    counted = _tallied(events, tally)
+    if args.topic is not None:
+        servers = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if not servers:
+            raise ConfigError(
+                "--topic needs a broker: pass --bootstrap-servers HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+        _produce(counted, servers=servers, topic=args.topic)
+        where = f"topic {args.topic} at {servers}"
+    else:
+        if args.bootstrap_servers is not None:
+            raise ConfigError(
+                f"--bootstrap-servers={args.bootstrap_servers!r} only applies with --topic, not with --out"
+            )
+        _write_jsonl(counted, args.out)
+        where = "stdout" if args.out == "-" else args.out
+    if not args.quiet:
+        total = sum(tally.values())
+        fraud = total - tally["legit"]
+        kinds = ", ".join(f"{kind} {tally[kind]:,}" for kind in FRAUD_TYPES)
+        print(
+            f"generated {total:,} events (seed {args.seed}), {fraud:,} fraud: {kinds}; "
+            f"to {where} in {time.monotonic() - start:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _tallied(events: Iterable[dict[str, Any]], tally: Counter[str]) -> Iterator[dict[str, Any]]:
+    """The events, counting them by ``fraud_type`` (``"legit"`` for honest ones) as they pass."""
+    for event in events:
+        tally[event["fraud_type"] or "legit"] += 1
+        yield event
+
+
+def _write_jsonl(events: Iterable[dict[str, Any]], out: str) -> None:
+    """One JSON object a line to ``out``: a path (gzip when it ends in ``.gz``) or ``-`` for stdout."""
+    if out == "-":
+        try:
+            for event in events:
+                sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the reader had enough (| head): not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    try:
+        with open(out, "wb") as raw:
+            # No name or mtime in the gzip header: the same options give the same bytes.
+            sink = (
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+                if out.endswith(".gz")
+                else raw
+            )
+            with sink:
+                for event in events:
+                    sink.write(orjson.dumps(event) + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write events to {out!r}: {exc.strerror or exc}") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(ts: str) -> int:
+    """An event's ISO 8601 time in whole epoch milliseconds, exactly (no float rounding)."""
+    return (datetime.fromisoformat(ts) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _produce(events: Iterable[dict[str, Any]], *, servers: str, topic: str, rate: float = 0.0) -> int:
+    """Produce each event to ``topic``: JSON value, keyed by card, timestamped with its event time.
+
+    ``rate`` caps events per second (0: as fast as possible). Returns the number of events the
+    broker acknowledged; raises :class:`DeliveryError` when any was not.
+    """
+    from kafka import KafkaProducer  # noqa: PLC0415 - only the Kafka commands need the client
+    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+    try:
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
+    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+        raise ConfigError(
+            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
+            "the broker is up"
+        ) from None
+    failures: list[Exception] = []
+    start = time.monotonic()
+    sent = 0
+    try:
+        for event in events:
+            future = producer.send(
+                topic,
+                key=str(event["card_id"]).encode(),
+                value=orjson.dumps(event),
+                timestamp_ms=_epoch_ms(event["ts"]),
+            )
+            future.add_errback(failures.append)
+            sent += 1
+            if rate > 0:
+                lag = sent / rate - (time.monotonic() - start)
+                if lag > 0:
+                    time.sleep(lag)
+        producer.flush()
+    except KafkaTimeoutError as exc:
+        raise DeliveryError(
+            f"could not produce to topic {topic!r} at {servers!r} ({exc}): does the topic exist?"
+        ) from None
+    finally:
+        producer.close()
+    if failures:
+        raise DeliveryError(
+            f"{len(failures):,} of {sent:,} events were not delivered to topic {topic!r}: {failures[0]!r}"
+        )
+    return sent
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,9 +298,45 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--topic", default=os.environ.get("ANOMREC_INPUT_TOPIC", "events"))
     demo.add_argument("--count", type=_positive_int, default=100_000)
     demo.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
-    demo.add_argument("--anomaly-rate", type=float, default=0.02)
+    demo.add_argument("--anomaly-rate", type=_share, default=0.02)
     demo.add_argument("--sample-seed", type=int, default=7)
     demo.set_defaults(func=cmd_produce_demo)
+
+    gen = sub.add_parser(
+        "generate",
+        help="write the labelled sample card transactions to a JSONL file, stdout or a topic",
+        description=(
+            "Simulate cardholders and their purchases, with labelled fraud (card testing, impossible "
+            "travel, large purchases, new-merchant sprees), and write the events as JSON Lines or "
+            "produce them to a Kafka topic. The same options give the same events."
+        ),
+        epilog=(
+            "On a topic, each event is keyed by card_id and its record timestamp is its event time "
+            "(from 2026-01-01 on): a topic whose retention.ms is shorter than the events' age deletes "
+            "them, so give it retention.ms=-1 to keep them."
+        ),
+    )
+    gen.add_argument("--events", type=_count, default=100_000, metavar="N", help="events (default 100000)")
+    gen.add_argument("--seed", type=_count, default=7, metavar="S", help="random seed (default 7)")
+    gen.add_argument(
+        "--fraud-rate", type=_share, default=0.01, metavar="R", help="share of fraud events (default 0.01)"
+    )
+    gen.add_argument(
+        "--users", type=_positive_int, default=2000, metavar="U", help="cardholders (default 2000)"
+    )
+    gen.add_argument(
+        "--items", type=_positive_int, default=5000, metavar="I", help="catalogue items (default 5000)"
+    )
+    dest = gen.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", metavar="FILE", help="JSON Lines file; a .gz name compresses it; - is stdout")
+    dest.add_argument("--topic", metavar="T", help="Kafka topic to produce the events to")
+    gen.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers for --topic [KAFKA_BOOTSTRAP_SERVERS]",
+    )
+    gen.add_argument("--quiet", action="store_true", help="no summary line on stderr")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -196,6 +347,26 @@ def _positive_int(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{raw!r}: expected a number >= 1")
+    return value
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a whole number >= 0")
+    return value
+
+
+def _share(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a share in [0, 1)")
     return value
 
 

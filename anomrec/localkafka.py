@@ -97,6 +97,9 @@ BROKER_CONFIG: Mapping[str, str] = {
     # Kafka's default is 50 partitions each, which only slows a one-node broker's start.
     "offsets.topic.num.partitions": "1",
     "transaction.state.log.num.partitions": "1",
+    # Records carry event time, and recorded or generated streams are often months old: with the
+    # default seven-day retention the broker would delete them minutes after they were written.
+    "log.retention.ms": "-1",
 }
 
 _NODE_ID = 1

@@ -18,6 +18,9 @@ from typing import Any
 from .exceptions import ConfigError
 
 ENV_PREFIX = "ANOMREC_"
+PROFILES = ("transactions", "network", "sensor", "generic")
+DETECTORS = ("hst", "iforest", "lof")
+COMBINE_RULES = ("fisher", "mean", "weighted", "max")
 
 # Kafka's own rule for legal topic names.
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -36,13 +39,13 @@ class ProcessorConfig:
 
     Examples
     --------
-    >>> cfg = ProcessorConfig(features=("amount",), threshold=0.8)
+    >>> cfg = ProcessorConfig(profile="generic", features=("amount",), threshold=0.8)
     >>> cfg.threshold
     0.8
     >>> ProcessorConfig(threshold=1.5)
     Traceback (most recent call last):
     ...
-    anomrec.streaming.exceptions.ConfigError: threshold=1.5 is out of range: expected a number in (0, 1) ...
+    anomrec.streaming.exceptions.ConfigError: threshold=1.5 is out of range: ...
     >>> ProcessorConfig.env_var("input_topic")
     'ANOMREC_INPUT_TOPIC'
     """
@@ -65,19 +68,72 @@ class ProcessorConfig:
     label_field: str = field(
         default="label", metadata=_help("optional 0/1 field used only to score the alerts in summaries")
     )
+    profile: str = field(
+        default="transactions",
+        metadata=_help("feature profile: transactions, network, sensor or generic"),
+    )
     features: tuple[str, ...] = field(
-        default=("amount", "distance_from_home_km", "ratio_to_median_amount"),
-        metadata=_help("comma-separated numeric event fields the detector scores"),
+        default=(),
+        metadata=_help("comma-separated numeric fields: the readings (sensor) or the fields (generic)"),
     )
-    threshold: float = field(
-        default=0.95, metadata=_help("alert when the anomaly score (0..1, higher = worse) is at least this")
+    max_entities: int = field(
+        default=100_000, metadata=_help("entities held in feature state; the least recently seen go first")
     )
-    n_trees: int = field(default=10, metadata=_help("HalfSpaceTrees: number of trees"))
-    height: int = field(default=8, metadata=_help("HalfSpaceTrees: height of each tree"))
+    entity_ttl_seconds: float = field(
+        default=30 * 86400.0,
+        metadata=_help("event-time seconds after which an idle entity's feature state starts afresh"),
+    )
+    detectors: tuple[str, ...] = field(
+        default=("hst", "iforest", "lof"), metadata=_help("comma-separated detectors: hst, iforest, lof")
+    )
+    hst_implementation: str = field(
+        default="numpy", metadata=_help("HalfSpaceTrees code: numpy (batched) or river (the reference)")
+    )
+    n_trees: int = field(default=25, metadata=_help("HalfSpaceTrees: number of trees"))
+    height: int = field(default=15, metadata=_help("HalfSpaceTrees: height of each tree"))
     window_size: int = field(
-        default=250,
-        metadata=_help("HalfSpaceTrees: events per reference window; no alerts before the first is full"),
+        default=1000, metadata=_help("HalfSpaceTrees: events per reference window (its warm-up)")
     )
+    iforest_trees: int = field(default=100, metadata=_help("IsolationForest: number of trees"))
+    lof_neighbors: int = field(default=20, metadata=_help("LocalOutlierFactor: number of neighbours"))
+    first_fit_after: int = field(
+        default=1000, metadata=_help("events before IsolationForest and LOF are first fitted")
+    )
+    refit_every: int = field(
+        default=5000, metadata=_help("events between IsolationForest/LOF refits after the first fit")
+    )
+    refit_window: int = field(
+        default=5000, metadata=_help("most recent non-alerted events the refits are trained on")
+    )
+    swap_delay: int = field(
+        default=2000,
+        metadata=_help("a refit model takes over exactly this many events after its fit began"),
+    )
+    calibration_window: int = field(
+        default=20_000, metadata=_help("recent scores each detector's percentile is measured against")
+    )
+    refresh_every: int = field(
+        default=250, metadata=_help("events between updates of the calibration, weights and ranges")
+    )
+    combine: str = field(
+        default="fisher", metadata=_help("how detector percentiles combine: fisher, mean, weighted or max")
+    )
+    weights: str = field(
+        default="auto",
+        metadata=_help("detector weights: auto (by agreement) or e.g. 'hst=1,iforest=2,lof=0.5'"),
+    )
+    warmup_events: int = field(default=1000, metadata=_help("events at the start that never alert"))
+    threshold: float = field(
+        default=0.98,
+        metadata=_help("alert when the combined score (0..1, higher = worse) is at least this"),
+    )
+    threshold_mode: str = field(
+        default="fixed",
+        metadata=_help(
+            "fixed: compare the combined score; percentile: compare its percentile among recent ones"
+        ),
+    )
+    n_reasons: int = field(default=3, metadata=_help("features named as reasons in each alert"))
     seed: int = field(default=42, metadata=_help("seed of every random choice the models make"))
     max_poll_records: int = field(default=500, metadata=_help("largest batch taken from Kafka per poll"))
 
@@ -100,32 +156,94 @@ class ProcessorConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name}={value!r} is empty: expected a non-empty string")
-        if isinstance(self.features, str):
-            object.__setattr__(self, "features", _split_list(self.features))
-        else:
-            object.__setattr__(self, "features", tuple(self.features))
-        if not self.features or not all(isinstance(f, str) and f for f in self.features):
+        for name in ("features", "detectors"):
+            value = getattr(self, name)
+            items = _split_list(value) if isinstance(value, str) else tuple(value)
+            object.__setattr__(self, name, items)
+            if not all(isinstance(f, str) and f for f in items) or len(set(items)) != len(items):
+                raise ConfigError(f"{name}={value!r}: expected distinct non-empty names, e.g. 'a,b'")
+        _choice("profile", self.profile, PROFILES)
+        if self.profile in ("sensor", "generic") and not self.features:
             raise ConfigError(
-                f"features={self.features!r}: expected one or more field names, e.g. 'amount,fee'"
+                f"profile={self.profile!r} needs features: name the numeric fields to score, "
+                "e.g. features=temperature,vibration"
             )
-        if len(set(self.features)) != len(self.features):
-            raise ConfigError(f"features={self.features!r} names a field twice")
+        if not self.detectors:
+            raise ConfigError("detectors is empty: expected one or more of hst, iforest, lof")
+        for name in self.detectors:
+            _choice("detectors", name, DETECTORS)
+        _choice("hst_implementation", self.hst_implementation, ("numpy", "river"))
+        _choice("combine", self.combine, COMBINE_RULES)
+        _choice("threshold_mode", self.threshold_mode, ("fixed", "percentile"))
+        self.detector_weights()
         if not (isinstance(self.threshold, int | float) and 0 < self.threshold < 1):
             raise ConfigError(
                 f"threshold={self.threshold!r} is out of range: expected a number in (0, 1) "
-                "(HalfSpaceTrees scores lie between 0 and 1)"
+                "(combined scores are percentiles between 0 and 1)"
             )
+        if not (isinstance(self.entity_ttl_seconds, int | float) and self.entity_ttl_seconds > 0):
+            raise ConfigError(f"entity_ttl_seconds={self.entity_ttl_seconds!r}: expected a positive number")
         for name, low, high in (
             ("n_trees", 1, 1000),
             ("height", 1, 30),
             ("window_size", 2, 10_000_000),
             ("max_poll_records", 1, 1_000_000),
+            ("max_entities", 1, 100_000_000),
+            ("iforest_trees", 1, 10_000),
+            ("lof_neighbors", 1, 1000),
+            ("first_fit_after", 50, 100_000_000),
+            ("refit_every", 1, 100_000_000),
+            ("refit_window", 50, 10_000_000),
+            ("swap_delay", 0, 100_000_000),
+            ("calibration_window", 10, 10_000_000),
+            ("refresh_every", 1, 10_000_000),
+            ("warmup_events", 0, 100_000_000),
+            ("n_reasons", 0, 100),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ConfigError(f"{name}={value!r} is out of range: expected an integer in [{low}, {high}]")
+        if self.swap_delay >= self.refit_every:
+            raise ConfigError(
+                f"swap_delay={self.swap_delay} is not below refit_every={self.refit_every}: a refit "
+                "would begin before the previous model took over; lower swap_delay or raise refit_every"
+            )
+        if "lof" in self.detectors and self.lof_neighbors >= self.first_fit_after:
+            raise ConfigError(
+                f"lof_neighbors={self.lof_neighbors} needs more than first_fit_after="
+                f"{self.first_fit_after} training events: raise first_fit_after"
+            )
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed={self.seed!r}: expected an integer")
+
+    def detector_weights(self) -> dict[str, float] | None:
+        """The fixed weight of each configured detector, or None when weights are ``auto``.
+
+        Examples
+        --------
+        >>> ProcessorConfig(weights="hst=1,iforest=2").detector_weights()
+        {'hst': 1.0, 'iforest': 2.0, 'lof': 0.0}
+        """
+        raw = self.weights.strip()
+        if raw == "auto":
+            return None
+        weights = dict.fromkeys(self.detectors, 0.0)
+        for part in _split_list(raw):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            try:
+                weight = float(value) if sep else math.nan
+            except ValueError:
+                weight = math.nan
+            if name not in weights or not math.isfinite(weight) or weight < 0:
+                raise ConfigError(
+                    f"weights={self.weights!r}: {part!r} is not NAME=WEIGHT with NAME one of "
+                    f"{', '.join(self.detectors)} and WEIGHT a number >= 0; or use weights=auto"
+                )
+            weights[name] = weight
+        if sum(weights.values()) <= 0:
+            raise ConfigError(f"weights={self.weights!r}: at least one weight must be above 0")
+        return weights
 
     @staticmethod
     def env_var(name: str) -> str:
@@ -152,6 +270,11 @@ class ProcessorConfig:
             if value is not None:
                 values[name] = value
         return cls(**values)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
 
 
 def _split_list(raw: str) -> tuple[str, ...]:

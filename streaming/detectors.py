@@ -1,59 +1,90 @@
 """Anomaly detectors behind one small protocol.
 
-Every detector maps a fixed-order feature vector to a score where **higher means more anomalous**,
-and learns from the same vectors. Detectors are used prequentially: each event is scored by a model
-that has learnt from every earlier event and not from itself, so a score never depends on how the
-stream was cut into batches.
+Every detector maps rows of a fixed-order feature matrix to scores where **higher means more
+anomalous**, and scores each row *before* it learns from it (prequential). A detector that has not
+seen enough data yet returns NaN for the rows it cannot score: it is warming up, and a made-up
+score would be worse than none.
+
+Two kinds:
+
+* **online** detectors learn from every row as it goes by (:class:`HalfSpaceTreesDetector`, with our
+  numpy HalfSpaceTrees or River's as the reference);
+* **refit** detectors (:class:`SklearnDetector`: IsolationForest, LocalOutlierFactor) keep one fitted
+  model fixed between model swaps. The processing core decides *when* to fit and *when* to swap, at
+  fixed positions in the stream, and hands the detector the rows to fit on. The fit itself runs on
+  an executor, off the poll loop.
+
+scikit-learn's ``score_samples`` is *lower = more abnormal*; the sign is flipped here, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from river import anomaly, compose, preprocessing
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import RobustScaler
+
+from .hst import HalfSpaceTrees
+
+DETECTORS = ("hst", "iforest", "lof")
 
 
 @runtime_checkable
 class Detector(Protocol):
-    """What the processing core needs of a detector."""
+    """What the processing core needs of every detector."""
 
-    def score_one(self, x: Sequence[float]) -> float:
-        """Anomaly score of ``x``; higher is more anomalous."""
+    name: str
+
+    @property
+    def version(self) -> str:
+        """Identifies the model that produced a score; it goes into every alert."""
         ...
 
-    def learn_one(self, x: Sequence[float]) -> None:
-        """Update the model with ``x``."""
+    def score_learn_many(self, X: np.ndarray) -> np.ndarray:
+        """Score each row of ``X``, then learn it, in order. NaN for rows it cannot score yet."""
         ...
 
-    def score_learn_many(self, xs: Sequence[Sequence[float]]) -> list[float]:
-        """Score each row, then learn it, in order; equal to alternating the two ``_one`` calls."""
+    def snapshot(self) -> dict[str, Any]:
+        """The detector's whole state, as plain data and fitted estimators."""
+        ...
+
+    def restore_state(self, snapshot: Mapping[str, Any]) -> None:
+        """Continue exactly where the detector that took ``snapshot`` left off."""
         ...
 
 
-class RiverHalfSpaceTrees:
-    """River's HalfSpaceTrees with an online MinMax scaler in front.
+@runtime_checkable
+class Refittable(Protocol):
+    """A detector whose model is refit on rows the core chooses, and swapped in when the core says."""
 
-    HalfSpaceTrees expects features in [0, 1]; the scaler learns each feature's range from the
-    stream. Until the first ``window_size`` events have been learnt the trees hold no reference
-    mass and every score is 0, so nothing alerts during that warm-up.
+    def begin_fit(self, X: np.ndarray, seed: int) -> None:
+        """Start fitting a new model on ``X`` (copied), in the background."""
+        ...
 
-    Parameters
-    ----------
-    feature_names
-        Names of the vector's positions, in order.
-    n_trees, height, window_size
-        HalfSpaceTrees settings.
-    seed
-        Seeds the random split points.
+    def finish_fit(self, timeout: float | None = None) -> bool:
+        """Swap in the model begun last; False if it is not ready within ``timeout`` seconds."""
+        ...
+
+
+class RiverReferenceHST:
+    """River's ``MinMaxScaler | HalfSpaceTrees``, one row at a time: the reference implementation.
+
+    Gives exactly River's scores, including 0 during the first window.
 
     Examples
     --------
-    >>> det = RiverHalfSpaceTrees(("amount",), n_trees=5, height=6, window_size=10, seed=1)
-    >>> scores = det.score_learn_many([[v] for v in [10.0, 11.0, 9.5, 10.2] * 5])
-    >>> scores[:10] == [0.0] * 10   # first window: no reference mass yet
-    True
-    >>> det.score_one([500.0]) > max(scores)
+    >>> det = RiverReferenceHST(("amount",), n_trees=5, height=6, window_size=10, seed=1)
+    >>> scores = det.score_learn_many(np.array([[v] for v in [10.0, 11.0, 9.5, 10.2] * 5]))
+    >>> scores[:10].tolist() == [0.0] * 10   # first window: no reference mass yet
     True
     """
 
@@ -61,8 +92,8 @@ class RiverHalfSpaceTrees:
         self,
         feature_names: Sequence[str],
         *,
-        n_trees: int = 25,
-        height: int = 15,
+        n_trees: int = 10,
+        height: int = 8,
         window_size: int = 250,
         seed: int = 42,
     ) -> None:
@@ -76,20 +107,248 @@ class RiverHalfSpaceTrees:
             anomaly.HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed),
         )
 
-    def _dict(self, x: Sequence[float]) -> dict[str, float]:
-        return dict(zip(self.feature_names, x, strict=True))
-
-    def score_one(self, x: Sequence[float]) -> float:
-        return float(self.model_.score_one(self._dict(x)))
-
-    def learn_one(self, x: Sequence[float]) -> None:
-        self.model_.learn_one(self._dict(x))
-
-    def score_learn_many(self, xs: Sequence[Sequence[float]]) -> list[float]:
-        model = self.model_
-        scores = []
-        for x in xs:
-            d = self._dict(x)
-            scores.append(float(model.score_one(d)))
+    def score_learn_many(self, X: np.ndarray) -> np.ndarray:
+        model, names = self.model_, self.feature_names
+        out = np.empty(len(X))
+        for i, row in enumerate(X.tolist()):
+            d = dict(zip(names, row, strict=True))
+            out[i] = model.score_one(d)
             model.learn_one(d)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"model": copy.deepcopy(self.model_)}
+
+    def restore_state(self, snap: Mapping[str, Any]) -> None:
+        self.model_ = copy.deepcopy(snap["model"])
+
+
+class HalfSpaceTreesDetector:
+    """HalfSpaceTrees with an online MinMax scaler, learning from every event.
+
+    Parameters
+    ----------
+    feature_names
+        Names of the matrix columns, in order.
+    n_trees, height, window_size, seed
+        HalfSpaceTrees settings.
+    implementation
+        ``"numpy"`` (default) scores whole batches with :class:`anomrec.streaming.hst.HalfSpaceTrees`;
+        ``"river"`` runs River's own code row by row. Both give bit-identical raw scores.
+
+    Until ``window_size`` events have been learnt the trees hold no reference mass and River would
+    say 0 for everything; this detector says NaN (warming up) instead.
+
+    Examples
+    --------
+    >>> det = HalfSpaceTreesDetector(("amount",), n_trees=5, height=6, window_size=10, seed=1)
+    >>> scores = det.score_learn_many(np.array([[v] for v in [10.0, 11.0, 9.5, 10.2] * 5]))
+    >>> int(np.isnan(scores).sum())     # the first window
+    10
+    >>> bool(det.score_learn_many(np.array([[500.0]]))[0] > np.nanmax(scores))
+    True
+    """
+
+    name = "hst"
+
+    def __init__(
+        self,
+        feature_names: Sequence[str],
+        *,
+        n_trees: int = 10,
+        height: int = 8,
+        window_size: int = 250,
+        seed: int = 42,
+        implementation: str = "numpy",
+    ) -> None:
+        self.feature_names = tuple(feature_names)
+        self.window_size = window_size
+        self.implementation = implementation
+        self.n_seen_ = 0
+        settings = {"n_trees": n_trees, "height": height, "window_size": window_size, "seed": seed}
+        self.model_: Any
+        if implementation == "numpy":
+            self.model_ = HalfSpaceTrees(self.feature_names, **settings)
+        elif implementation == "river":
+            self.model_ = RiverReferenceHST(self.feature_names, **settings)
+        else:
+            raise ValueError(f"implementation={implementation!r}: expected 'numpy' or 'river'")
+        self._version = f"hst-{n_trees}x{height}-w{window_size}-s{seed}"
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def score_learn_many(self, X: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self.model_.score_learn_many(X), dtype=np.float64)
+        warming = self.window_size - self.n_seen_
+        if warming > 0:
+            scores[:warming] = np.nan
+        self.n_seen_ += len(X)
         return scores
+
+    def snapshot(self) -> dict[str, Any]:
+        model = self.model_.snapshot() if self.implementation == "numpy" else self.model_.snapshot()["model"]
+        return {"n_seen": self.n_seen_, "model": model}
+
+    def restore_state(self, snap: Mapping[str, Any]) -> None:
+        self.n_seen_ = int(snap["n_seen"])
+        if self.implementation == "numpy":
+            self.model_ = type(self.model_).restore(snap["model"])
+        else:
+            self.model_.restore_state({"model": snap["model"]})
+
+
+def isolation_forest(seed: int, *, n_estimators: int = 100) -> IsolationForest:
+    """The IsolationForest the refit detector trains."""
+    return IsolationForest(n_estimators=n_estimators, random_state=seed)
+
+
+def local_outlier_factor(seed: int, *, n_neighbors: int = 20) -> Any:
+    """LOF in novelty mode behind a RobustScaler; brute force, 2-4x faster than a kd-tree at ~10 features.
+
+    LOF is distance based, so features are centred on their median and scaled by their
+    inter-quartile range, which outliers in the training rows barely move. ``seed`` is unused: LOF
+    is deterministic.
+    """
+    del seed
+    return make_pipeline(
+        RobustScaler(), LocalOutlierFactor(n_neighbors=n_neighbors, novelty=True, algorithm="brute")
+    )
+
+
+class _Inline(Executor):
+    """Runs each submitted call at once, in the caller's thread (for tests and offline runs)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
+class SklearnDetector:
+    """A scikit-learn novelty detector refit on recent normal rows, scored in micro-batches.
+
+    Parameters
+    ----------
+    name
+        ``"iforest"`` or ``"lof"``; also the prefix of every model version.
+    factory
+        ``factory(seed)`` returns an unfitted estimator with ``score_samples``.
+    executor
+        Where fits run. The default runs them inline; the processor passes a thread pool so that a
+        slow fit never stalls the poll loop.
+    compile
+        Optional ``compile(fitted) -> scorer``, run on the executor right after the fit; the
+        scorer's ``score_samples`` must equal the estimator's. IsolationForest uses
+        :class:`~anomrec.streaming.iforest.CompiledIsolationForest`, several times faster.
+
+    The version is ``"<name>-<k>"`` after the k-th model has been swapped in, and
+    ``"<name>-warming-up"`` before the first, when every score is NaN.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> det = SklearnDetector("iforest", isolation_forest)
+    >>> det.score_learn_many(rng.normal(size=(2, 3))).tolist(), det.version
+    ([nan, nan], 'iforest-warming-up')
+    >>> det.begin_fit(rng.normal(size=(500, 3)), seed=1)
+    >>> det.finish_fit()
+    True
+    >>> far, near = det.score_learn_many(np.array([[8.0, 8.0, 8.0], [0.0, 0.0, 0.0]]))
+    >>> bool(far > near), det.version
+    (True, 'iforest-1')
+    """
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[int], Any],
+        *,
+        executor: Executor | None = None,
+        compile: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.factory = factory
+        self.compile = compile
+        self.scorer_: Any = None
+        self.executor = executor if executor is not None else _Inline()
+        self.model_: Any = None
+        self.fits_ = 0
+        self.fit_rows_ = 0
+        self.fit_seconds_: list[float] = []
+        self._pending: Future[tuple[Any, Any, float]] | None = None
+        self._pending_X = np.empty((0, 0))
+        self._pending_seed = 0
+        self._pending_rows = 0
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}-{self.fits_}" if self.fits_ else f"{self.name}-warming-up"
+
+    @property
+    def fit_pending(self) -> bool:
+        return self._pending is not None
+
+    def score_learn_many(self, X: np.ndarray) -> np.ndarray:
+        if self.scorer_ is None or len(X) == 0:
+            return np.full(len(X), np.nan)
+        return -np.asarray(self.scorer_.score_samples(X), dtype=np.float64)
+
+    def begin_fit(self, X: np.ndarray, seed: int) -> None:
+        if self._pending is not None:
+            raise RuntimeError(f"{self.name}: a fit is already pending; finish it before starting another")
+        rows = np.array(X, dtype=np.float64, copy=True)
+        estimator = self.factory(seed)
+        self._pending_X, self._pending_seed = rows, seed
+        self._pending = self.executor.submit(_timed_fit, estimator, rows, self.compile)
+        self._pending_rows = len(rows)
+
+    def finish_fit(self, timeout: float | None = None) -> bool:
+        if self._pending is None:
+            return True
+        try:
+            model, scorer, seconds = self._pending.result(timeout=timeout)
+        except FutureTimeout:
+            return False
+        self._pending = None
+        self._pending_X = np.empty((0, 0))
+        self.model_ = model
+        self.scorer_ = scorer
+        self.fits_ += 1
+        self.fit_rows_ = self._pending_rows
+        self.fit_seconds_.append(seconds)
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The swapped-in model, and the rows and seed of a pending fit, which restore begins again."""
+        return {
+            "model": copy.deepcopy(self.model_),
+            "scorer": copy.deepcopy(self.scorer_) if self.scorer_ is not self.model_ else None,
+            "fits": self.fits_,
+            "fit_rows": self.fit_rows_,
+            "pending": None if self._pending is None else (self._pending_X.copy(), self._pending_seed),
+        }
+
+    def restore_state(self, snap: Mapping[str, Any]) -> None:
+        self.model_ = copy.deepcopy(snap["model"])
+        scorer = snap.get("scorer")
+        self.scorer_ = copy.deepcopy(scorer) if scorer is not None else self.model_
+        self.fits_ = int(snap["fits"])
+        self.fit_rows_ = int(snap["fit_rows"])
+        self._pending = None
+        if snap.get("pending") is not None:
+            rows, seed = snap["pending"]
+            self.begin_fit(rows, seed)
+
+
+def _timed_fit(
+    estimator: Any, rows: np.ndarray, compile: Callable[[Any], Any] | None
+) -> tuple[Any, Any, float]:
+    started = time.perf_counter()
+    estimator.fit(rows)
+    scorer = compile(estimator) if compile is not None else estimator
+    return estimator, scorer, time.perf_counter() - started

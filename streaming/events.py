@@ -8,6 +8,7 @@ the consumer on the bad record. Every way a record can be wrong ends in one
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +31,9 @@ class Event:
         The card, account, host or device the event belongs to.
     event_time
         Event time in epoch seconds (UTC). Models and outputs use this, never the wall clock.
-    features
-        The configured numeric fields, in configuration order.
+    values
+        The feature profile's inputs, validated and extracted by its ``parse``; the profile turns
+        them into the feature vector.
     label
         1 for a known anomaly, 0 for a known normal event, ``None`` when unlabelled.
     """
@@ -39,7 +41,7 @@ class Event:
     event_id: str
     entity: str
     event_time: float
-    features: tuple[float, ...]
+    values: tuple[Any, ...]
     label: int | None = None
 
 
@@ -49,21 +51,31 @@ class EventDecoder:
     Parameters
     ----------
     config
-        Names the id, entity, time, label and feature fields.
+        Names the id, entity, time and label fields.
+    parse
+        Validates and extracts the profile's inputs; by default that of the profile ``config``
+        names. It must not touch any state, so that a bad record never reaches a model.
 
     Examples
     --------
-    >>> decoder = EventDecoder(ProcessorConfig(features=("amount",)))
+    >>> decoder = EventDecoder(ProcessorConfig(profile="generic", features=("amount",)))
     >>> decoder.decode(b'{"event_id": 7, "card_id": "c1", "ts": "2026-01-01T00:00:00Z", "amount": 12.5}')
-    Event(event_id='7', entity='c1', event_time=1767225600.0, features=(12.5,), label=None)
+    Event(event_id='7', entity='c1', event_time=1767225600.0, values=(12.5,), label=None)
     >>> decoder.decode(b'{"event_id": 8, "card_id": "c1", "ts": 0, "amount": "12"}')
     Traceback (most recent call last):
     ...
     anomrec.streaming.exceptions.BadRecord: field 'amount' is '12', a str: expected a number
     """
 
-    def __init__(self, config: ProcessorConfig) -> None:
+    def __init__(
+        self, config: ProcessorConfig, parse: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+    ) -> None:
         self.config = config
+        if parse is None:
+            from .core import build_profile  # noqa: PLC0415 - core imports this module
+
+            parse = build_profile(config).parse
+        self.parse = parse
 
     def decode(
         self, value: bytes | None, *, timestamp_ms: int | None = None, fallback_id: str | None = None
@@ -103,29 +115,16 @@ class EventDecoder:
         entity = doc.get(cfg.entity_field)
         if entity is None:
             raise BadRecord("missing-field", f"missing field {cfg.entity_field!r} (the entity)")
-        features = tuple(_number(doc, name) for name in cfg.features)
+        event_time = _event_time(doc, cfg.time_field, timestamp_ms)
+        values = self.parse(doc)
         label = doc.get(cfg.label_field)
         return Event(
             event_id=str(event_id),
             entity=str(entity),
-            event_time=_event_time(doc, cfg.time_field, timestamp_ms),
-            features=features,
+            event_time=event_time,
+            values=values,
             label=int(label) if isinstance(label, bool | int) and label in (0, 1) else None,
         )
-
-
-def _number(doc: dict[str, Any], name: str) -> float:
-    if name not in doc:
-        raise BadRecord("missing-field", f"missing numeric field {name!r}")
-    value = doc[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRecord(
-            "not-numeric", f"field {name!r} is {value!r}, a {type(value).__name__}: expected a number"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise BadRecord("not-finite", f"field {name!r} is {value!r}: expected a finite number")
-    return value
 
 
 def _event_time(doc: dict[str, Any], name: str, timestamp_ms: int | None) -> float:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -92,12 +93,22 @@ def decode_batch(
     """
     events = []
     for value, timestamp_ms, where in records:
-        try:
-            events.append(decoder.decode(value, timestamp_ms=timestamp_ms, fallback_id=where))
-        except BadRecord as exc:
-            stats.bad_records[exc.reason] += 1
-            log.warning("skipped bad record %s (%s): %s", where, exc.reason, exc)
+        event = decode_one(decoder, value, timestamp_ms, where, stats)
+        if event is not None:
+            events.append(event)
     return events
+
+
+def decode_one(
+    decoder: EventDecoder, value: bytes | None, timestamp_ms: int | None, where: str, stats: RunStats
+) -> Event | None:
+    """Decode one record, or log and count it as bad and return None."""
+    try:
+        return decoder.decode(value, timestamp_ms=timestamp_ms, fallback_id=where)
+    except BadRecord as exc:
+        stats.bad_records[exc.reason] += 1
+        log.warning("skipped bad record %s (%s): %s", where, exc.reason, exc)
+        return None
 
 
 def run_embedded(
@@ -113,25 +124,26 @@ def run_embedded(
     ``on_batch(stats, n)`` is called after each batch of ``n`` records (progress display).
     """
     decoder = EventDecoder(config)
-    processor = Processor(config)
     stats = RunStats()
     batch: list[tuple[bytes | None, int | None, str]] = []
 
-    def flush() -> None:
-        events = decode_batch(decoder, batch, stats)
-        step = processor.process(events)
-        for alert in step.alerts:
-            alerts_out.write(alert.to_json() + b"\n")
-        stats.add(events, step.alerts)
-        if on_batch is not None:
-            on_batch(stats, len(batch))
-        batch.clear()
+    with Processor(config) as processor:
 
-    for i, value in enumerate(values):
-        batch.append((value, None, f"record {i}"))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+        def flush() -> None:
+            events = decode_batch(decoder, batch, stats)
+            step = processor.process(events)
+            for alert in step.alerts:
+                alerts_out.write(alert.to_json() + b"\n")
+            stats.add(step.events, step.alerts)
+            if on_batch is not None:
+                on_batch(stats, len(batch))
+            batch.clear()
+
+        for i, value in enumerate(values):
+            batch.append((value, None, f"record {i}"))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
     stats.finished = time.monotonic()
     return stats
 
@@ -157,8 +169,13 @@ class KafkaRunner:
         self.client_options = dict(client_options or {})
         self.stats = RunStats()
         self._stop = threading.Event()
+        self._swap_wait = 0.5
         self._decoder = EventDecoder(config)
         self._processors: dict[int, Processor] = {}
+        # Offsets of the events each partition's processor holds back at a model swap point.
+        self._held: dict[int, deque[int]] = {}
+        self._next_offset: dict[Any, int] = {}
+        self._fits = ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish its current batch, commit and return; safe from a signal handler."""
@@ -193,35 +210,56 @@ class KafkaRunner:
         try:
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=200)
-                if not polled:
+                held_before = self._held_partitions()
+                if not polled and not held_before:
                     if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                         break
                     continue
                 idle_since = time.monotonic()
                 self._handle(polled, producer)
-                consumer.commit()
+                self._commit(consumer)
+                self._pause_held(consumer)
                 if max_events is not None and self.stats.events >= max_events:
                     break
         finally:
             self.stats.finished = time.monotonic()
             producer.close(timeout=10)
             consumer.close(autocommit=False)
+            for processor in self._processors.values():
+                processor.close()
+            self._fits.shutdown(wait=True, cancel_futures=True)
         log.info("stopped after %d events, %d alerts", self.stats.events, self.stats.alerts)
         return self.stats
 
+    def _held_partitions(self) -> list[int]:
+        return [p for p, offsets in self._held.items() if offsets]
+
     def _handle(self, polled: Mapping[Any, list[Any]], producer: Any) -> None:
         futures = []
-        for tp in sorted(polled, key=lambda tp: tp.partition):
-            records = polled[tp]
-            events = decode_batch(
-                self._decoder,
-                ((r.value, r.timestamp, f"{tp.topic}-{tp.partition}@{r.offset}") for r in records),
-                self.stats,
-            )
-            processor = self._processors.get(tp.partition)
+        topic = self.config.input_topic
+        work: dict[int, tuple[list[Event], list[int]]] = {p: ([], []) for p in self._held_partitions()}
+        for tp in polled:
+            events, offsets = work.setdefault(tp.partition, ([], []))
+            for r in polled[tp]:
+                event = decode_one(
+                    self._decoder, r.value, r.timestamp, f"{topic}-{tp.partition}@{r.offset}", self.stats
+                )
+                if event is not None:
+                    events.append(event)
+                    offsets.append(r.offset)
+                self._next_offset[tp] = r.offset + 1
+        for partition in sorted(work):
+            events, offsets = work[partition]
+            processor = self._processors.get(partition)
             if processor is None:
-                processor = self._processors[tp.partition] = Processor(self.config)
-            step = processor.process(events)
+                processor = self._processors[partition] = Processor(self.config, executor=self._fits)
+            held = self._held.setdefault(partition, deque())
+            held.extend(offsets)
+            # A model swap point whose fit is not done yet holds back the rest of the batch rather
+            # than blocking the poll loop past max.poll.interval.ms; the next poll finishes it.
+            step = processor.process(events, wait=self._swap_wait)
+            for _ in range(len(step.events)):
+                held.popleft()
             for alert in step.alerts:
                 futures.append(
                     producer.send(
@@ -231,7 +269,7 @@ class KafkaRunner:
                         timestamp_ms=int(alert.event_time * 1000),
                     )
                 )
-            self.stats.add(events, step.alerts)
+            self.stats.add(step.events, step.alerts)
         producer.flush(timeout=30)
         failed = [f.exception for f in futures if not f.succeeded()]
         if failed:
@@ -239,6 +277,23 @@ class KafkaRunner:
                 f"{len(failed)} of {len(futures)} alerts were not acknowledged by the broker "
                 f"(first error: {failed[0]!r}); input offsets were not committed"
             )
+
+    def _commit(self, consumer: Any) -> None:
+        """Commit, per partition, up to the first event a processor still holds back."""
+        from kafka.structs import OffsetAndMetadata  # noqa: PLC0415
+
+        offsets = {}
+        for tp, next_offset in self._next_offset.items():
+            held = self._held.get(tp.partition)
+            offsets[tp] = OffsetAndMetadata(held[0] if held else next_offset, "", -1)
+        if offsets:
+            consumer.commit(offsets=offsets)
+
+    def _pause_held(self, consumer: Any) -> None:
+        held = set(self._held_partitions())
+        assigned = consumer.assignment()
+        consumer.pause(*[tp for tp in assigned if tp.partition in held])
+        consumer.resume(*[tp for tp in assigned if tp.partition not in held])
 
 
 def write_alerts_path(path: Path) -> IO[bytes]:

@@ -19,21 +19,35 @@ from kafka.admin import KafkaAdminClient
 
 pytestmark = pytest.mark.kafka
 
-N_EVENTS = 2000
+N_EVENTS = 3000
 N_PLANTED = 20
 BAD_VALUES = [b"{truncated", b"[1, 2, 3]", b'{"event_id": "b1", "card_id": "c", "ts": 0, "amount": "12,50"}']
+# Short warm-up so that a 3,000-event stream is mostly live: HalfSpaceTrees' first window is 250
+# events, IsolationForest and LOF are first fitted at 500 and take over at 700, and no event
+# before 1,000 alerts.
+FLAGS = {
+    "window-size": 250,
+    "first-fit-after": 500,
+    "refit-every": 1000,
+    "swap-delay": 200,
+    "calibration-window": 5000,
+    "warmup-events": 1000,
+}
+SAO_PAULO = (-23.5505, -46.6333)
 
 
 def planted_stream(seed: int = 2026) -> tuple[list[dict[str, object]], set[str]]:
-    """Normal card transactions with obviously fraudulent ones planted after the warm-up window."""
-    docs = list(generate_transactions(N_EVENTS, anomaly_rate=0.0, seed=seed))
+    """Honest card transactions with obvious frauds planted after the warm-up: a purchase 40 times
+    the card's amount, on another continent, minutes after the card's previous purchase."""
+    docs = generate_transactions(N_EVENTS, fraud_rate=0.0, n_users=60, seed=seed)
     rng = np.random.default_rng(seed)
     planted = set()
-    for i in rng.choice(np.arange(300, N_EVENTS), N_PLANTED, replace=False):
+    for i in rng.choice(np.arange(1500, N_EVENTS), N_PLANTED, replace=False):
         doc = docs[int(i)]
-        doc["amount"] = round(float(doc["amount"]) * 50, 2)  # type: ignore[arg-type]
-        doc["ratio_to_median_amount"] = float(doc["ratio_to_median_amount"]) * 50  # type: ignore[arg-type]
-        doc["distance_from_home_km"] = 8000.0  # and on another continent
+        doc["amount"] = round(float(doc["amount"]) * 40, 2)  # type: ignore[arg-type]
+        doc["lat"], doc["lon"] = SAO_PAULO
+        doc["country"] = "BR"
+        doc["merchant"] = f"planted-{i}"
         doc["label"] = 1
         planted.add(str(doc["event_id"]))
     return docs, planted
@@ -76,13 +90,15 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     group = f"anomrec-it-{events_topic}"
     docs, planted = planted_stream()
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    n_bad = 0
     for i, doc in enumerate(docs):
         producer.send(events_topic, key=str(doc["card_id"]).encode(), value=orjson.dumps(doc))
         if i % 700 == 350:  # malformed records among the good ones
             producer.send(events_topic, value=BAD_VALUES[(i // 700) % len(BAD_VALUES)])
+            n_bad += 1
     producer.flush()
     producer.close()
-    total = N_EVENTS + len(BAD_VALUES)
+    total = N_EVENTS + n_bad
 
     proc = subprocess.Popen(
         [
@@ -96,6 +112,7 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
             alerts_topic,
             "--group-id",
             group,
+            *[arg for name, value in FLAGS.items() for arg in (f"--{name}", str(value))],
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -126,15 +143,50 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     )
     assert len(caught) >= 18, f"only {len(caught)} of {N_PLANTED} planted anomalies alerted"
     assert len(false_alarms) < 0.01 * (N_EVENTS - N_PLANTED), f"{len(false_alarms)} normal events alerted"
+    assert all(int(str(a).removeprefix("tx-")) > FLAGS["warmup-events"] for a in alerted)
 
     by_id = {str(d["event_id"]): d for d in docs}
     for alert in alerts:
         source = by_id[str(alert["event_id"])]
         assert alert["entity"] == source["card_id"]
         assert alert["event_time"] == source["ts"]
-        assert alert["score"] >= alert["threshold"] == 0.95  # type: ignore[operator]
+        assert alert["score"] >= alert["threshold"] == 0.98  # type: ignore[operator]
+
+    # One planted alert, field by field.
+    alert = next(a for a in alerts if a["event_id"] in planted)
+    source = by_id[str(alert["event_id"])]
+    assert set(alert) == {
+        "event_id", "entity", "event_time", "score", "threshold", "threshold_mode", "rule",
+        "model_versions", "detectors", "reasons", "profile", "features",
+    }  # fmt: skip
+    assert (alert["entity"], alert["event_time"]) == (source["card_id"], source["ts"])
+    assert alert["threshold_mode"] == "fixed" and alert["rule"] == "fisher"
+    assert alert["profile"] == "transactions"
+    versions = alert["model_versions"]
+    assert versions["hst"] == "hst-25x15-w250-s42"
+    # Refits begin at 500, 1500 and 2500 and take over 200 events later.
+    position = int(str(alert["event_id"]).removeprefix("tx-")) - 1
+    expected_model = 1 + (position >= 1700) + (position >= 2700)
+    assert versions["iforest"] == f"iforest-{expected_model}"
+    assert versions["lof"] == f"lof-{expected_model}"
+    for name, view in alert["detectors"].items():
+        assert view["version"] == versions[name]
+        assert isinstance(view["raw"], float) and 0.0 <= view["calibrated"] < 1.0
+        assert 0.0 <= view["weight"] <= 1.0
+    assert sum(v["weight"] for v in alert["detectors"].values()) == pytest.approx(1.0, abs=1e-3)
+    features = alert["features"]
+    assert list(features)[:2] == ["log_amount", "amount_z"]
+    assert features["log_amount"] == pytest.approx(np.log1p(source["amount"]))
+    assert features["new_country"] == 1.0 and features["new_merchant"] == 1.0
+    reasons = alert["reasons"]
+    assert len(reasons) == 3
+    for reason in reasons:
+        assert reason["value"] == pytest.approx(features[reason["feature"]], rel=1e-5)
+        low, high = reason["typical"]
+        assert low <= high and not low <= reason["value"] <= high
+    assert {r["feature"] for r in reasons} & {"log_km_from_prev", "log_kmh_from_prev", "new_country"}
 
     summary = out.decode()
     assert f"events      {N_EVENTS:>9,}" in summary
-    assert f"bad records {len(BAD_VALUES):>9,}" in summary
+    assert f"bad records {n_bad:>9,}" in summary
     assert "skipped bad record" in err.decode()

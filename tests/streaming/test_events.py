@@ -8,7 +8,7 @@ from anomrec.streaming.exceptions import BadRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
-CFG = ProcessorConfig(features=("amount", "km"))
+CFG = ProcessorConfig(profile="generic", features=("amount", "km"))
 GOOD = {
     "event_id": "e1",
     "card_id": "c9",
@@ -25,7 +25,7 @@ def decode(doc: object, **kw: object) -> object:
 
 def test_decodes_fields_in_configured_order() -> None:
     event = decode({**GOOD, "km": 3.25, "amount": 7})
-    assert event.features == (7.0, 3.25)
+    assert event.values == (7.0, 3.25)
     assert (event.event_id, event.entity, event.label) == ("e1", "c9", 1)
     assert format_time(event.event_time) == "2026-03-01T10:00:00.250Z"
 
@@ -66,7 +66,7 @@ def test_fallback_id_only_when_the_event_has_none() -> None:
         (b"[1, 2]", "not-object", "JSON list"),
         (orjson.dumps({**GOOD, "amount": "12"}), "not-numeric", "'amount'"),
         (orjson.dumps({**GOOD, "amount": True}), "not-numeric", "'amount'"),
-        (orjson.dumps({**GOOD, "km": None}), "not-numeric", "'km'"),
+        (orjson.dumps({**GOOD, "km": None}), "missing-field", "'km'"),
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "km"}), "missing-field", "'km'"),
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "card_id"}), "missing-field", "'card_id'"),
         (orjson.dumps({**GOOD, "ts": "yesterday"}), "bad-time", "'yesterday'"),
@@ -93,7 +93,7 @@ def test_any_bytes_decode_or_raise_bad_record(value: bytes) -> None:
         event = EventDecoder(CFG).decode(value)
     except BadRecord:
         return
-    assert len(event.features) == 2
+    assert len(event.values) == 2
 
 
 json_values = st.recursive(
@@ -113,4 +113,4 @@ def test_any_json_object_decodes_or_raises_bad_record(doc: dict[str, object]) ->
         event = EventDecoder(CFG).decode(orjson.dumps(doc))
     except BadRecord:
         return
-    assert event.features == (float(doc["amount"]), float(doc["km"]))  # type: ignore[arg-type]
+    assert event.values == (float(doc["amount"]), float(doc["km"]))  # type: ignore[arg-type]

@@ -9,12 +9,15 @@ from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.runners import run_embedded
 from anomrec.streaming.sample import generate_transactions
 
-CFG = ProcessorConfig(window_size=100)
+CFG = ProcessorConfig(
+    window_size=100, first_fit_after=300, refit_every=1000, swap_delay=100, calibration_window=2000,
+    warmup_events=500,
+)  # fmt: skip
 BAD = [b"{oops", b"[]", b'{"event_id": "x", "card_id": "c", "ts": 0, "amount": "NaN"}', b""]
 
 
 def clean_values() -> list[bytes]:
-    return [orjson.dumps(e) for e in generate_transactions(2000, seed=5)]
+    return [orjson.dumps(e) for e in generate_transactions(2000, n_users=50, seed=5)]
 
 
 def test_embedded_run_writes_alerts_and_scores_them_against_labels() -> None:
@@ -22,7 +25,7 @@ def test_embedded_run_writes_alerts_and_scores_them_against_labels() -> None:
     stats = run_embedded(CFG, clean_values(), out)
     alerts = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert stats.events == 2000 and stats.alerts == len(alerts) > 0
-    labels = {e["event_id"]: e["label"] for e in generate_transactions(2000, seed=5)}
+    labels = {e["event_id"]: e["label"] for e in generate_transactions(2000, n_users=50, seed=5)}
     assert stats.true_alerts == sum(labels[a["event_id"]] for a in alerts)
     assert stats.labelled_anomalies == sum(labels.values())
     assert stats.precision == stats.true_alerts / stats.alerts
