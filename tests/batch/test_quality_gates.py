@@ -1,0 +1,70 @@
+"""Real-data quality floors, measured prequentially (score first, then learn) at the defaults.
+
+Shuttle is River's bundled copy (49,097 rows, 7.15 % anomalies), streamed in its stored order. The
+synthetic stream is :func:`anomrec.streaming.sample.generate_transactions` with 1 % fraud. The
+measured figures print with ``-s``; the floors come from the anomaly-engine issue.
+"""
+
+from __future__ import annotations
+
+import pytest
+from anomrec.batch.evaluate import Metrics, dataset_stream, evaluate, format_table, run_prequential
+from anomrec.streaming.config import ProcessorConfig
+
+
+def measure(name: str) -> dict[str, Metrics]:
+    config, events, labels = dataset_stream(name, ProcessorConfig())
+    results = evaluate(run_prequential(config, events, labels))
+    print(f"\n[{name}]\n{format_table(results)}")
+    return {m.name: m for m in results}
+
+
+@pytest.fixture(scope="module")
+def shuttle() -> dict[str, Metrics]:
+    return measure("shuttle")
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> dict[str, Metrics]:
+    return measure("synthetic")
+
+
+@pytest.mark.parametrize(
+    ("detector", "auc", "ap"), [("iforest", 0.99, 0.95), ("hst", 0.95, None), ("ensemble", 0.99, 0.95)]
+)
+def test_shuttle_floors(shuttle: dict[str, Metrics], detector: str, auc: float, ap: float | None) -> None:
+    m = shuttle[detector]
+    assert m.scored > 45_000
+    assert m.roc_auc >= auc
+    if ap is not None:
+        assert m.average_precision >= ap
+
+
+def test_shuttle_weak_lof_does_not_drag_the_ensemble_below_the_strong_detector(
+    shuttle: dict[str, Metrics],
+) -> None:
+    assert shuttle["lof"].roc_auc < 0.7  # LOF is weak here, as in PyOD's benchmark
+    assert shuttle["ensemble"].roc_auc >= shuttle["iforest"].roc_auc - 0.005
+    assert shuttle["ensemble"].average_precision >= shuttle["iforest"].average_precision - 0.03
+
+
+def test_synthetic_fraud_average_precision(synthetic: dict[str, Metrics]) -> None:
+    assert synthetic["ensemble"].average_precision >= 0.8
+
+
+def test_synthetic_fraud_recall_at_the_operating_threshold_as_measured(synthetic: dict[str, Metrics]) -> None:
+    """What the engine reaches today, so that a regression shows: 0.84 of the fraud at 4 false
+    alerts per 1,000 legitimate events (default threshold 0.98)."""
+    m = synthetic["ensemble"]
+    assert m.false_alerts_per_1000_normal <= 5.0
+    assert m.recall_at_threshold >= 0.8
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue floor not reached yet: recall is 0.84-0.88, not 0.9, at <= 5 false alerts per 1,000",
+)
+def test_synthetic_fraud_recall_floor(synthetic: dict[str, Metrics]) -> None:
+    m = synthetic["ensemble"]
+    assert m.false_alerts_per_1000_normal <= 5.0
+    assert m.recall_at_threshold >= 0.9
