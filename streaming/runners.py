@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +38,7 @@ class RunStats:
     bad_records: Counter[str] = field(default_factory=Counter)
     labelled_anomalies: int = 0
     true_alerts: int = 0
+    assignments: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -160,13 +161,28 @@ class KafkaRunner:
         Topics, group and model settings; ``config.bootstrap_servers`` must be set.
     client_options
         Extra keyword arguments for both kafka-python clients (security settings, client id).
+    consumer_options
+        Extra keyword arguments for the consumer only (``max_poll_interval_ms``, ...).
+    executor
+        Runs the IsolationForest and LOF fits of every partition's processor; by default one worker
+        thread. A fit never blocks the poll loop: at a model swap point whose fit is not done, the
+        partition's remaining events are held back and the partition paused, and polling goes on,
+        so the consumer stays in its group however long a fit takes.
     """
 
-    def __init__(self, config: ProcessorConfig, client_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        client_options: Mapping[str, Any] | None = None,
+        *,
+        consumer_options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         if not config.bootstrap_servers:
             raise ValueError("KafkaRunner needs config.bootstrap_servers")
         self.config = config
         self.client_options = dict(client_options or {})
+        self.consumer_options = dict(consumer_options or {})
         self.stats = RunStats()
         self._stop = threading.Event()
         self._swap_wait = 0.5
@@ -175,7 +191,8 @@ class KafkaRunner:
         # Offsets of the events each partition's processor holds back at a model swap point.
         self._held: dict[int, deque[int]] = {}
         self._next_offset: dict[Any, int] = {}
-        self._fits = ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
+        self._own_executor = executor is None
+        self._fits: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish its current batch, commit and return; safe from a signal handler."""
@@ -194,7 +211,7 @@ class KafkaRunner:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=cfg.max_poll_records,
-                **self.client_options,
+                **{**self.client_options, **self.consumer_options},
             )
         except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
             raise ConfigError(
@@ -204,7 +221,7 @@ class KafkaRunner:
         producer = KafkaProducer(
             bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
         )
-        consumer.subscribe([cfg.input_topic])
+        consumer.subscribe([cfg.input_topic], listener=_count_rebalances(self.stats))
         log.info("consuming %s as group %s from %s", cfg.input_topic, cfg.group_id, cfg.bootstrap_servers)
         idle_since = time.monotonic()
         try:
@@ -227,7 +244,8 @@ class KafkaRunner:
             consumer.close(autocommit=False)
             for processor in self._processors.values():
                 processor.close()
-            self._fits.shutdown(wait=True, cancel_futures=True)
+            if self._own_executor:
+                self._fits.shutdown(wait=True, cancel_futures=True)
         log.info("stopped after %d events, %d alerts", self.stats.events, self.stats.alerts)
         return self.stats
 
@@ -294,6 +312,22 @@ class KafkaRunner:
         assigned = consumer.assignment()
         consumer.pause(*[tp for tp in assigned if tp.partition in held])
         consumer.resume(*[tp for tp in assigned if tp.partition not in held])
+
+
+def _count_rebalances(stats: RunStats) -> Any:
+    """A rebalance listener that counts the assignments this consumer receives: one per rebalance."""
+    from kafka import ConsumerRebalanceListener  # noqa: PLC0415 - kept off the embedded path
+
+    class CountRebalances(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            if revoked:
+                log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            stats.assignments += 1
+            log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
+
+    return CountRebalances()
 
 
 def write_alerts_path(path: Path) -> IO[bytes]:
