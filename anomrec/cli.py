@@ -93,7 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     values = (
         orjson.dumps(e)
-        for e in generate_transactions(args.events, seed=args.sample_seed, fraud_rate=args.anomaly_rate)
+        for e in generate_transactions(
+            args.events, seed=args.sample_seed, fraud_rate=args.anomaly_rate, n_users=args.users
+        )
     )
     progress = _Progress(args.events, enabled=not args.quiet)
     with write_alerts_path(Path(args.alerts_out)) as out:
@@ -342,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomaly-rate", type=float, default=0.02, help="share of labelled frauds (default 0.02)"
     )
     embedded.add_argument("--sample-seed", type=int, default=7, help="seed of the sample stream (default 7)")
+    embedded.add_argument(
+        "--users", type=_positive_int, default=500, help="cardholders in the sample (default 500)"
+    )
     embedded.add_argument("--alerts-out", default="anomrec-alerts.jsonl", help="JSONL file for alerts")
     embedded.add_argument("--quiet", action="store_true", help="no progress line")
     kafka = run.add_argument_group("Kafka run")

@@ -96,6 +96,12 @@ class ProcessorConfig:
     )
     iforest_trees: int = field(default=100, metadata=_help("IsolationForest: number of trees"))
     lof_neighbors: int = field(default=20, metadata=_help("LocalOutlierFactor: number of neighbours"))
+    lof_window: int = field(
+        default=2000,
+        metadata=_help(
+            "LOF trains on this many of the refit window's latest events (its cost grows with it)"
+        ),
+    )
     first_fit_after: int = field(
         default=1000, metadata=_help("events before IsolationForest and LOF are first fitted")
     )
@@ -113,7 +119,7 @@ class ProcessorConfig:
         default=20_000, metadata=_help("recent scores each detector's percentile is measured against")
     )
     refresh_every: int = field(
-        default=250, metadata=_help("events between updates of the calibration, weights and ranges")
+        default=1000, metadata=_help("events between updates of the calibration, weights and ranges")
     )
     combine: str = field(
         default="fisher", metadata=_help("how detector percentiles combine: fisher, mean, weighted or max")
@@ -191,6 +197,7 @@ class ProcessorConfig:
             ("max_entities", 1, 100_000_000),
             ("iforest_trees", 1, 10_000),
             ("lof_neighbors", 1, 1000),
+            ("lof_window", 50, 10_000_000),
             ("first_fit_after", 50, 100_000_000),
             ("refit_every", 1, 100_000_000),
             ("refit_window", 50, 10_000_000),

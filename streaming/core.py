@@ -219,6 +219,7 @@ class Processor:
         self._agreement = RingBuffer(config.calibration_window, n_det)
         self.clean_ = RingBuffer(config.refit_window, len(names))
         self.reference_ = FeatureReference(names)
+        self._reference_rows: np.ndarray | None = None
         self.n_seen_ = 0
         self.next_fit_at_ = config.first_fit_after
         self.swap_at_: int | None = None
@@ -378,6 +379,9 @@ class Processor:
             )
             for j, d in enumerate(self.detectors)
         }
+        if self._reference_rows is not None:
+            self.reference_.refresh(self._reference_rows)
+            self._reference_rows = None
         reasons = self.reference_.explain(x, cfg.n_reasons) if self.reference_.ready else []
         return Alert(
             event_id=event.event_id,
@@ -399,7 +403,9 @@ class Processor:
             for c in self.calibrators:
                 c.refresh()
             self.combined_calibrator.refresh()
-            self.reference_.refresh(self.clean_.values())
+            # The typical ranges are only needed to explain an alert: the clean window as it
+            # stands here is kept, and its quantiles are worked out at the first alert, if any.
+            self._reference_rows = self.clean_.values()
             if self.auto_weights and len(self._agreement) >= min(1000, cfg.calibration_window):
                 self.weights_ = agreement_weights(self._agreement.values().T)
         if self.n_seen_ == self.next_fit_at_:
@@ -409,7 +415,8 @@ class Processor:
                 train = self.clean_.values()
                 fit_index = self.n_seen_ // max(1, cfg.refit_every)
                 for d in refittable:
-                    d.begin_fit(train, seed=cfg.seed + fit_index)
+                    rows = train[-cfg.lof_window :] if d.name == "lof" else train
+                    d.begin_fit(rows, seed=cfg.seed + fit_index)
                 self.swap_at_ = self.n_seen_ + cfg.swap_delay
 
     def _finish_fits(self, wait: float | None) -> bool:

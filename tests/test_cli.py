@@ -16,7 +16,7 @@ def test_embedded_run_prints_summary_and_writes_alerts(tmp_path: Path) -> None:
     out = tmp_path / "out" / "alerts.jsonl"
     script = Path(sys.executable).with_name("anomrec")
     result = subprocess.run(
-        [str(script), "run", "--events", "4000", "--alerts-out", str(out)],
+        [str(script), "run", "--events", "8000", "--alerts-out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -26,7 +26,7 @@ def test_embedded_run_prints_summary_and_writes_alerts(tmp_path: Path) -> None:
     summary = result.stdout
     alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert re.search(rf"alerts\s+{len(alerts):,}\n", summary)
-    assert re.search(r"events\s+4,000\n", summary)
+    assert re.search(r"events\s+8,000\n", summary)
     assert re.search(r"precision\s+\d\.\d{3}", summary) and re.search(r"recall\s+\d\.\d{3}", summary)
     assert "ev/s" in result.stderr, "the progress line shows the rate"
     assert alerts and all(a["score"] >= a["threshold"] for a in alerts)
