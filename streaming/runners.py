@@ -315,7 +315,7 @@ class KafkaRunner:
 
 
 def _count_rebalances(stats: RunStats) -> Any:
-    """A rebalance listener that counts the assignments this consumer receives: one per rebalance."""
+    """A rebalance listener that counts the assignments that give this consumer partitions."""
     from kafka import ConsumerRebalanceListener  # noqa: PLC0415 - kept off the embedded path
 
     class CountRebalances(ConsumerRebalanceListener):
@@ -324,7 +324,9 @@ def _count_rebalances(stats: RunStats) -> Any:
                 log.info("partitions revoked: %s", sorted(str(tp) for tp in revoked))
 
         def on_partitions_assigned(self, assigned: Any) -> None:
-            stats.assignments += 1
+            # An empty assignment (the topic's metadata not seen yet) is followed by a real one.
+            if assigned:
+                stats.assignments += 1
             log.info("partitions assigned: %s", sorted(str(tp) for tp in assigned))
 
     return CountRebalances()
