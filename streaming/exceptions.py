@@ -10,8 +10,8 @@ The tree::
                                       it are not committed, so a restart produces it again
 
 A :class:`BadRecord` carries a short machine-readable ``reason`` (``"json"``, ``"not-object"``,
-``"missing-field"``, ``"not-numeric"``, ``"not-finite"``, ``"bad-time"``) so that runners can count
-bad records by kind, and a human-readable message that says which field was wrong and how.
+``"missing-field"``, ``"not-numeric"``, ``"not-finite"``, ``"out-of-range"``, ``"wrong-type"``,
+``"bad-time"``) so that runners can count bad records by kind, and a human-readable message that says which field was wrong and how.
 """
 
 from __future__ import annotations
