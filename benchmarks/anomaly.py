@@ -44,9 +44,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 from anomrec.streaming.config import ProcessorConfig
-from anomrec.streaming.core import Processor, build_profile
+from anomrec.streaming.core import Processor
 from anomrec.streaming.detectors import HalfSpaceTreesDetector, SklearnDetector
 from anomrec.streaming.events import Event, EventDecoder
+from anomrec.streaming.features import build_profile
 from anomrec.streaming.sample import generate_transactions
 from hst import BATCH_SIZES, SETTINGS, WINDOW, our_run, river_run  # the sibling benchmarks/hst.py
 

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ensemble import RULES
 from .exceptions import ConfigError
 
 ENV_PREFIX = "ANOMREC_"
 PROFILES = ("transactions", "network", "sensor", "generic")
 DETECTORS = ("hst", "iforest", "lof")
-COMBINE_RULES = ("fisher", "mean", "weighted", "max")
 
 # Kafka's own rule for legal topic names.
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -179,7 +179,7 @@ class ProcessorConfig:
         for name in self.detectors:
             _choice("detectors", name, DETECTORS)
         _choice("hst_implementation", self.hst_implementation, ("numpy", "river"))
-        _choice("combine", self.combine, COMBINE_RULES)
+        _choice("combine", self.combine, RULES)
         _choice("threshold_mode", self.threshold_mode, ("fixed", "percentile"))
         self.detector_weights()
         if not (isinstance(self.threshold, int | float) and 0 < self.threshold < 1):

@@ -55,7 +55,7 @@ from .ensemble import (
     combine,
 )
 from .events import Event, format_time
-from .features import FeatureProfile, make_profile
+from .features import build_profile
 from .iforest import CompiledIsolationForest
 
 
@@ -136,19 +136,6 @@ class Step:
     alerts: list[Alert]
     pending: int = 0
     vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
-
-
-def build_profile(config: ProcessorConfig) -> FeatureProfile:
-    """The feature profile ``config`` names, with its entity-state bounds."""
-    options: dict[str, Any] = {
-        "max_entities": config.max_entities,
-        "ttl_seconds": config.entity_ttl_seconds,
-    }
-    if config.profile == "generic":
-        options["fields"] = config.features
-    elif config.profile == "sensor":
-        options["readings"] = config.features
-    return make_profile(config.profile, **options)
 
 
 class Processor:
@@ -242,10 +229,6 @@ class Processor:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.profile.feature_names
-
-    @property
-    def model_versions(self) -> dict[str, str]:
-        return {d.name: d.version for d in self.detectors}
 
     # -- processing --------------------------------------------------------------------------
 
@@ -425,12 +408,6 @@ class Processor:
                 return False
         self.swap_at_ = None
         return True
-
-    def finish_pending_fits(self) -> None:
-        """Block until every pending fit is done (for shutdown); does not swap models early."""
-        for d in self.detectors:
-            if isinstance(d, SklearnDetector) and d._pending is not None:
-                d._pending.exception()
 
 
 def _maybe(value: float) -> float | None:

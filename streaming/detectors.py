@@ -35,8 +35,6 @@ from sklearn.preprocessing import RobustScaler
 
 from .hst import HalfSpaceTrees
 
-DETECTORS = ("hst", "iforest", "lof")
-
 
 @runtime_checkable
 class Detector(Protocol):
@@ -117,10 +115,27 @@ class RiverReferenceHST:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {"model": copy.deepcopy(self.model_)}
+        """Settings and a copy of the pipeline; the same shape of API as our HalfSpaceTrees."""
+        settings = {"n_trees": self.n_trees, "height": self.height, "window_size": self.window_size}
+        return {
+            "feature_names": self.feature_names,
+            "seed": self.seed,
+            **settings,
+            "model": copy.deepcopy(self.model_),
+        }
 
-    def restore_state(self, snap: Mapping[str, Any]) -> None:
-        self.model_ = copy.deepcopy(snap["model"])
+    @classmethod
+    def restore(cls, snap: Mapping[str, Any]) -> RiverReferenceHST:
+        """A reference model that continues where the one that took ``snap`` left off."""
+        ref = cls(
+            snap["feature_names"],
+            n_trees=snap["n_trees"],
+            height=snap["height"],
+            window_size=snap["window_size"],
+            seed=snap["seed"],
+        )
+        ref.model_ = copy.deepcopy(snap["model"])
+        return ref
 
 
 class HalfSpaceTreesDetector:
@@ -188,15 +203,11 @@ class HalfSpaceTreesDetector:
         return scores
 
     def snapshot(self) -> dict[str, Any]:
-        model = self.model_.snapshot() if self.implementation == "numpy" else self.model_.snapshot()["model"]
-        return {"n_seen": self.n_seen_, "model": model}
+        return {"n_seen": self.n_seen_, "model": self.model_.snapshot()}
 
     def restore_state(self, snap: Mapping[str, Any]) -> None:
         self.n_seen_ = int(snap["n_seen"])
-        if self.implementation == "numpy":
-            self.model_ = type(self.model_).restore(snap["model"])
-        else:
-            self.model_.restore_state({"model": snap["model"]})
+        self.model_ = type(self.model_).restore(snap["model"])
 
 
 def isolation_forest(seed: int, *, n_estimators: int = 100) -> IsolationForest:
@@ -278,20 +289,14 @@ class SklearnDetector:
         self.executor = executor if executor is not None else _Inline()
         self.model_: Any = None
         self.fits_ = 0
-        self.fit_rows_ = 0
         self.fit_seconds_: list[float] = []
         self._pending: Future[tuple[Any, Any, float]] | None = None
         self._pending_X = np.empty((0, 0))
         self._pending_seed = 0
-        self._pending_rows = 0
 
     @property
     def version(self) -> str:
         return f"{self.name}-{self.fits_}" if self.fits_ else f"{self.name}-warming-up"
-
-    @property
-    def fit_pending(self) -> bool:
-        return self._pending is not None
 
     def score_learn_many(self, X: np.ndarray) -> np.ndarray:
         if self.scorer_ is None or len(X) == 0:
@@ -305,7 +310,6 @@ class SklearnDetector:
         estimator = self.factory(seed)
         self._pending_X, self._pending_seed = rows, seed
         self._pending = self.executor.submit(_timed_fit, estimator, rows, self.compile)
-        self._pending_rows = len(rows)
 
     def finish_fit(self, timeout: float | None = None) -> bool:
         if self._pending is None:
@@ -319,7 +323,6 @@ class SklearnDetector:
         self.model_ = model
         self.scorer_ = scorer
         self.fits_ += 1
-        self.fit_rows_ = self._pending_rows
         self.fit_seconds_.append(seconds)
         return True
 
@@ -329,7 +332,6 @@ class SklearnDetector:
             "model": copy.deepcopy(self.model_),
             "scorer": copy.deepcopy(self.scorer_) if self.scorer_ is not self.model_ else None,
             "fits": self.fits_,
-            "fit_rows": self.fit_rows_,
             "pending": None if self._pending is None else (self._pending_X.copy(), self._pending_seed),
         }
 
@@ -338,7 +340,6 @@ class SklearnDetector:
         scorer = snap.get("scorer")
         self.scorer_ = copy.deepcopy(scorer) if scorer is not None else self.model_
         self.fits_ = int(snap["fits"])
-        self.fit_rows_ = int(snap["fit_rows"])
         self._pending = None
         if snap.get("pending") is not None:
             rows, seed = snap["pending"]

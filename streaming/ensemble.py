@@ -32,13 +32,13 @@ zero and cannot drag the ensemble below its strong members.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-RULES = ("max", "mean", "weighted", "fisher")
+RULES = ("fisher", "mean", "weighted", "max")
 
 
 class RingBuffer:
@@ -84,15 +84,6 @@ class RingBuffer:
             return self._data[: self._size].copy()
         return np.concatenate([self._data[self._next :], self._data[: self._next]])
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "width": self.width, "rows": self.values()}
-
-    @classmethod
-    def restore(cls, snap: Mapping[str, Any]) -> RingBuffer:
-        ring = cls(int(snap["capacity"]), int(snap["width"]))
-        ring.extend(np.asarray(snap["rows"], dtype=np.float64).reshape(-1, ring.width))
-        return ring
-
 
 class PercentileCalibrator:
     """Maps a raw score to its percentile among the detector's recent scores.
@@ -137,13 +128,6 @@ class PercentileCalibrator:
 
     def refresh(self) -> None:
         self.reference_ = np.sort(self._history.values().ravel(), kind="stable")
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"history": self._history.snapshot(), "reference": self.reference_.copy()}
-
-    def restore_state(self, snap: Mapping[str, Any]) -> None:
-        self._history = RingBuffer.restore(snap["history"])
-        self.reference_ = np.asarray(snap["reference"], dtype=np.float64)
 
 
 def combine(percentiles: np.ndarray, weights: np.ndarray, rule: str) -> np.ndarray:
@@ -289,22 +273,6 @@ class FeatureReference:
             )
             for j in order
         ]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "low": self.low_.copy(),
-            "median": self.median_.copy(),
-            "high": self.high_.copy(),
-            "scale": self.scale_.copy(),
-            "ready": self.ready,
-        }
-
-    def restore_state(self, snap: Mapping[str, Any]) -> None:
-        self.low_ = np.asarray(snap["low"], dtype=np.float64)
-        self.median_ = np.asarray(snap["median"], dtype=np.float64)
-        self.high_ = np.asarray(snap["high"], dtype=np.float64)
-        self.scale_ = np.asarray(snap["scale"], dtype=np.float64)
-        self.ready = bool(snap["ready"])
 
 
 def _clean(value: float) -> float:

@@ -17,6 +17,7 @@ import orjson
 
 from .config import ProcessorConfig
 from .exceptions import BadRecord
+from .features import build_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,6 @@ class EventDecoder:
     ) -> None:
         self.config = config
         if parse is None:
-            from .core import build_profile  # noqa: PLC0415 - core imports this module
-
             parse = build_profile(config).parse
         self.parse = parse
 

@@ -11,7 +11,8 @@ The tree::
 
 A :class:`BadRecord` carries a short machine-readable ``reason`` (``"json"``, ``"not-object"``,
 ``"missing-field"``, ``"not-numeric"``, ``"not-finite"``, ``"out-of-range"``, ``"wrong-type"``,
-``"bad-time"``) so that runners can count bad records by kind, and a human-readable message that says which field was wrong and how.
+``"bad-time"``) so that runners can count bad records by kind, and a human-readable message that
+says which field was wrong and how.
 """
 
 from __future__ import annotations

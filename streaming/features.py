@@ -132,6 +132,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .config import ProcessorConfig
 from .exceptions import BadRecord, ConfigError
 
 __all__ = [
@@ -1238,3 +1239,16 @@ def make_profile(name: str, **options: Any) -> FeatureProfile:
             f"e.g. make_profile({name!r}, {missing[0]}=['field_a', 'field_b'])"
         )
     return cls(**options)
+
+
+def build_profile(config: ProcessorConfig) -> FeatureProfile:
+    """The feature profile ``config`` names, with its entity-state bounds."""
+    options: dict[str, Any] = {
+        "max_entities": config.max_entities,
+        "ttl_seconds": config.entity_ttl_seconds,
+    }
+    if config.profile == "generic":
+        options["fields"] = config.features
+    elif config.profile == "sensor":
+        options["readings"] = config.features
+    return make_profile(config.profile, **options)
