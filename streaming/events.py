@@ -21,6 +21,21 @@ from .features import build_profile
 
 
 @dataclass(frozen=True, slots=True)
+class Interaction:
+    """What a recommender learns from an event: ``user`` interacted with ``item``.
+
+    ``weight`` is the weight of the event's kind (1 when it names none); ``rating`` is its rating,
+    when it has one.
+    """
+
+    user: str
+    item: str
+    weight: float = 1.0
+    rating: float | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One decoded event.
 
@@ -37,6 +52,9 @@ class Event:
         them into the feature vector.
     label
         1 for a known anomaly, 0 for a known normal event, ``None`` when unlabelled.
+    interaction
+        The user-item interaction the event records, when recommendations are on and the event
+        names both a user and an item; ``None`` otherwise.
     """
 
     event_id: str
@@ -44,6 +62,7 @@ class Event:
     event_time: float
     values: tuple[Any, ...]
     label: int | None = None
+    interaction: Interaction | None = None
 
 
 class EventDecoder:
@@ -61,7 +80,7 @@ class EventDecoder:
     --------
     >>> decoder = EventDecoder(ProcessorConfig(profile="generic", features=("amount",)))
     >>> decoder.decode(b'{"event_id": 7, "card_id": "c1", "ts": "2026-01-01T00:00:00Z", "amount": 12.5}')
-    Event(event_id='7', entity='c1', event_time=1767225600.0, values=(12.5,), label=None)
+    Event(event_id='7', entity='c1', event_time=1767225600.0, values=(12.5,), label=None, interaction=None)
     >>> decoder.decode(b'{"event_id": 8, "card_id": "c1", "ts": 0, "amount": "12"}')
     Traceback (most recent call last):
     ...
@@ -75,6 +94,7 @@ class EventDecoder:
         if parse is None:
             parse = build_profile(config).parse
         self.parse = parse
+        self._kind_weights = config.interaction_weight_map()
 
     def decode(
         self, value: bytes | None, *, timestamp_ms: int | None = None, fallback_id: str | None = None
@@ -123,7 +143,53 @@ class EventDecoder:
             event_time=event_time,
             values=values,
             label=int(label) if isinstance(label, bool | int) and label in (0, 1) else None,
+            interaction=self._interaction(doc) if cfg.recommend else None,
         )
+
+    def _interaction(self, doc: dict[str, Any]) -> Interaction | None:
+        """The event's interaction; None when it names no user or no item (it is still scored)."""
+        cfg = self.config
+        user = _id_field(doc, cfg.user_field)
+        item = _id_field(doc, cfg.item_field)
+        if user is None or item is None:
+            return None
+        kind = doc.get(cfg.kind_field)
+        weight = 1.0
+        if kind is not None:
+            weight = self._kind_weights.get(kind) if isinstance(kind, str) else None  # type: ignore[assignment]
+            if weight is None:
+                raise BadRecord(
+                    "bad-kind",
+                    f"field {cfg.kind_field!r} is {kind!r}: expected one of "
+                    f"{', '.join(self._kind_weights)} (interaction_weights names the kinds)",
+                )
+        rating = doc.get(cfg.rating_field)
+        if rating is not None and (
+            not isinstance(rating, int | float) or isinstance(rating, bool) or not math.isfinite(rating)
+        ):
+            raise BadRecord(
+                "wrong-type", f"field {cfg.rating_field!r} is {rating!r}: expected a finite number"
+            )
+        return Interaction(
+            user=user,
+            item=item,
+            weight=weight,
+            rating=None if rating is None else float(rating),
+            kind=kind,
+        )
+
+
+def _id_field(doc: dict[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRecord(
+        "wrong-type", f"field {name!r} is {value!r}: expected a non-empty string or an integer id"
+    )
 
 
 def _event_time(doc: dict[str, Any], name: str, timestamp_ms: int | None) -> float:

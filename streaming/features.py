@@ -120,13 +120,50 @@ feature                 definition                                              
 -----------
 The configured ``fields`` as given; with ``entity_zscores=True``, one ``{field}_z`` per field is
 appended, computed as the sensor z-score (``half_life_seconds`` 1 d; first event 0).
+
+``interactions`` (recommendations: views, clicks, purchases; entity = user)
+-------------------------------------------------------------------------
+Input: the item id (``item_field``, default ``item_id``: a string, or an integer taken as its
+decimal string). State is kept per user *and* per item, in two stores with the same bounds; each
+clamps out-of-order times to its own entity's latest time, as above. "The last hour" of an event at
+``t`` is ``(t - 3600, t]``, counted exactly from the stored times of the events in it. Every count
+is of *earlier* events, the event itself left out, so that a bot's first interaction shows the
+state it walks into. An event is by a *new user* when its user had fewer than ``new_user_events``
+(3) earlier events. A user's first event gives the user features' first values, an item's first
+event the item features'. Default ``ttl_seconds`` is 30 days.
+
+===========================  ==================================================  ===================
+feature                      definition                                          first event
+===========================  ==================================================  ===================
+log_user_events              ``log1p`` of the user's earlier events              0
+log_seconds_since_user_prev  ``log1p(dt)`` since the user's previous event       ``log1p(30 d)``
+                                                                                 = 14.77
+log_user_count_1h            ``log1p`` of the user's events in the last hour     0
+log_item_count_1h            ``log1p(c)``, ``c`` the item's events in the last   0
+                             hour
+item_surge                   ``log((c + 1) / (r + 1))``, ``r`` the item's usual  0
+                             hourly rate: its events before the last hour over
+                             the hours from its first event to the start of the
+                             last hour, at least 1. The current hour never
+                             enters ``r``, so a burst cannot raise its own
+                             baseline; an item first seen within the hour has
+                             ``r = 0``
+item_new_user_share_1h       share of the ``c`` events made by new users; 0      0
+                             when ``c = 0``
+log_item_events              ``log1p`` of the item's earlier events              0
+===========================  ==================================================  ===================
+
+The first gap is a constant, ``log1p(30 days)``, whatever the TTL: "never seen" reads as a month
+of silence. A steady item scores ``item_surge`` near 0; fifty interactions in ten minutes on an item
+that gets one an hour score ``log(51 / 2)`` = 3.2. A user evicted or expired from the store counts
+as new again.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -139,6 +176,7 @@ __all__ = [
     "EntityStore",
     "FeatureProfile",
     "GenericProfile",
+    "InteractionsProfile",
     "NetworkProfile",
     "SensorProfile",
     "TransactionsProfile",
@@ -1184,12 +1222,223 @@ class GenericProfile(_StatefulProfile):
 
 
 # --------------------------------------------------------------------------------------------------
+# interactions: a user's activity and the activity on the item they interact with
+
+_HOUR = 3600.0
+#: ``log_seconds_since_user_prev`` of a user's first event: a month of silence.
+FIRST_USER_GAP = math.log1p(30 * _DAY)
+
+
+def _item_id(doc: Mapping[str, Any], name: str) -> str:
+    """A required identifier field: a string, or an integer taken as its decimal string."""
+    try:
+        value = doc[name]
+    except KeyError:
+        raise BadRecord("missing-field", f"missing item field {name!r}") from None
+    if value.__class__ is str:
+        return value
+    if value is None:
+        raise BadRecord("missing-field", f"field {name!r} is null: expected an item id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, str):
+        return str(value)
+    raise BadRecord(
+        "wrong-type",
+        f"field {name!r} is {value!r}, a {type(value).__name__}: expected a string or an integer",
+    )
+
+
+class InteractionsProfile(_StatefulProfile):
+    """Features of a user's interaction with an item, against both the user's and the item's history.
+
+    Made to catch what poisons a recommender: a burst of brand-new accounts all interacting with
+    one item. The features and their first-event values are in the module docstring's
+    ``interactions`` table.
+
+    Parameters
+    ----------
+    item_field
+        Name of the field holding the item id.
+    new_user_events
+        A user with fewer earlier events than this is a new user in ``item_new_user_share_1h``.
+    max_entities, ttl_seconds
+        Bounds of the per-user state and, separately, of the per-item state; see
+        :class:`EntityStore`.
+
+    Attributes
+    ----------
+    entities_
+        The per-user state.
+    items_
+        The per-item state.
+
+    Examples
+    --------
+    >>> from anomrec.streaming.features import InteractionsProfile
+    >>> profile = InteractionsProfile()
+    >>> # Six regulars view the shoe once an hour for two days, then fifty new accounts in 8 minutes.
+    >>> normal = [(f"user-{k % 6}", 3600.0 * k, {"item_id": "shoe"}) for k in range(48)]
+    >>> bots = [(f"bot-{k}", 47.5 * 3600.0 + 10.0 * k, {"item_id": "shoe"}) for k in range(50)]
+    >>> events = normal + bots
+    >>> x = profile.transform_many(
+    ...     [u for u, _, _ in events], [t for _, t, _ in events], [profile.parse(d) for _, _, d in events]
+    ... )
+    >>> last = dict(zip(profile.feature_names, x[-1].round(2).tolist()))  # the 50th bot
+    >>> last["item_surge"], last["item_new_user_share_1h"]   # 50 in the hour against about 1
+    (3.23, 0.98)
+    >>> profile.n_entities, profile.n_items   # users and items hold state apart
+    (56, 1)
+    """
+
+    name: str = "interactions"
+
+    def __init__(
+        self,
+        *,
+        item_field: str = "item_id",
+        new_user_events: int = 3,
+        max_entities: int = 100_000,
+        ttl_seconds: float = 30 * _DAY,
+    ) -> None:
+        p = self.name
+        self.item_field = _check_field("item_field", item_field, p)
+        self.new_user_events = _check_count("new_user_events", new_user_events, p)
+        self.ttl_seconds = _check_positive("ttl_seconds", ttl_seconds, p)
+        self.feature_names = (
+            "log_user_events",
+            "log_seconds_since_user_prev",
+            "log_user_count_1h",
+            "log_item_count_1h",
+            "item_surge",
+            "item_new_user_share_1h",
+            "log_item_events",
+        )
+        limit = _check_count("max_entities", max_entities, p)
+        self.entities_ = EntityStore(limit, self.ttl_seconds)
+        self.items_ = EntityStore(limit, self.ttl_seconds)
+
+    @property
+    def n_items(self) -> int:
+        """Items currently holding state."""
+        return len(self.items_)
+
+    def parse(self, doc: Mapping[str, Any]) -> tuple[str]:
+        """``(item,)``, the item id as a string.
+
+        Raises
+        ------
+        BadRecord
+            ``missing-field`` (absent or null) or ``wrong-type`` (neither a string nor an integer).
+        """
+        return (_item_id(doc, self.item_field),)
+
+    def transform_many(
+        self, entities: Sequence[str], times: Sequence[float], values: Sequence[tuple[Any, ...]]
+    ) -> np.ndarray:
+        """One row of :attr:`feature_names` per event; see the module docstring for definitions."""
+        n, times = _check_lengths(entities, times, values)
+        log, log1p = math.log, math.log1p
+        lookup_user, insert_user = self.entities_.lookup, self.entities_.insert
+        lookup_item, insert_item = self.items_.lookup, self.items_.insert
+        new_below = self.new_user_events
+        first_gap = FIRST_USER_GAP
+        flat: list[float] = []
+        out = flat.extend
+        # user record: [latest time, earlier events, times of the events in the last hour]
+        # item record: [latest time, earlier events, first time, times of the events in the last
+        #               hour, times of those made by new users]
+        for i in range(n):
+            t = times[i]
+            user = entities[i]
+            (item,) = values[i]
+            rec = lookup_user(user, t)
+            if rec is None:
+                n_user, gap, c_user = 0, first_gap, 0
+                insert_user(user, [t, 1, deque((t,))])
+            else:
+                latest = rec[0]
+                if t > latest:
+                    gap = log1p(t - latest)
+                    rec[0] = latest = t
+                else:
+                    gap = 0.0
+                recent = rec[2]
+                cutoff = latest - _HOUR
+                while recent and recent[0] <= cutoff:
+                    recent.popleft()
+                c_user = len(recent)
+                recent.append(latest)
+                n_user = rec[1]
+                rec[1] = n_user + 1
+            is_new = n_user < new_below
+            rec = lookup_item(item, t)
+            if rec is None:
+                c_item, n_item, surge, share = 0, 0, 0.0, 0.0
+                insert_item(item, [t, 1, t, deque((t,)), deque((t,)) if is_new else deque()])
+            else:
+                latest = rec[0]
+                if t > latest:
+                    rec[0] = latest = t
+                recent, recent_new = rec[3], rec[4]
+                cutoff = latest - _HOUR
+                while recent and recent[0] <= cutoff:
+                    recent.popleft()
+                while recent_new and recent_new[0] <= cutoff:
+                    recent_new.popleft()
+                c_item = len(recent)
+                n_item = rec[1]
+                # The usual rate: events before the last hour, per hour known before it (at least 1).
+                hours = (cutoff - rec[2]) / _HOUR
+                usual = (n_item - c_item) / (hours if hours > 1.0 else 1.0)
+                surge = log((c_item + 1.0) / (usual + 1.0))
+                share = len(recent_new) / c_item if c_item else 0.0
+                recent.append(latest)
+                if is_new:
+                    recent_new.append(latest)
+                rec[1] = n_item + 1
+            out((log1p(n_user), gap, log1p(c_user), log1p(c_item), surge, share, log1p(n_item)))
+        return _matrix(flat, n, 7)
+
+    @property
+    def n_entities(self) -> int:
+        """Users currently holding state (:attr:`n_items` counts the items)."""
+        return len(self.entities_)
+
+    def snapshot(self) -> dict[str, Any]:
+        """All state, users and items, as plain JSON-able data (a copy)."""
+        snap = super().snapshot()
+        snap["items"] = self.items_.snapshot(self._encode_item)
+        return snap
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace all state, users and items, with a :meth:`snapshot`'s of a profile configured alike."""
+        super().restore(snapshot)
+        self.items_.restore(snapshot["items"], self._decode_item)
+
+    def _encode(self, record: list[Any]) -> list[Any]:
+        return [record[0], record[1], list(record[2])]
+
+    def _decode(self, record: list[Any]) -> list[Any]:
+        return [record[0], record[1], deque(record[2])]
+
+    @staticmethod
+    def _encode_item(record: list[Any]) -> list[Any]:
+        return [*record[:3], list(record[3]), list(record[4])]
+
+    @staticmethod
+    def _decode_item(record: list[Any]) -> list[Any]:
+        return [*record[:3], deque(record[3]), deque(record[4])]
+
+
+# --------------------------------------------------------------------------------------------------
 # Configuration
 
 #: The profiles :func:`make_profile` knows, by name; typed so that mypy checks each one against
 #: :class:`FeatureProfile`.
 PROFILES: dict[str, Callable[..., FeatureProfile]] = {
     "generic": GenericProfile,
+    "interactions": InteractionsProfile,
     "network": NetworkProfile,
     "sensor": SensorProfile,
     "transactions": TransactionsProfile,
@@ -1251,4 +1500,5 @@ def build_profile(config: ProcessorConfig) -> FeatureProfile:
         options["fields"] = config.features
     elif config.profile == "sensor":
         options["readings"] = config.features
+    # interactions: item_field keeps its default, "item_id", until the settings name the field.
     return make_profile(config.profile, **options)

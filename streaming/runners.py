@@ -25,6 +25,7 @@ from .config import ProcessorConfig
 from .core import Alert, Processor
 from .events import Event, EventDecoder
 from .exceptions import BadRecord, ConfigError, DeliveryError
+from .recommender import NeighbourUpdate, RecommendationUpdate, RecoStep
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,20 @@ class RunStats:
     labelled_anomalies: int = 0
     true_alerts: int = 0
     assignments: int = 0
+    interactions_learned: int = 0
+    interactions_gated: int = 0
+    below_min_rating: int = 0
+    recommendations: int = 0
+    neighbour_lists: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+
+    def add_reco(self, reco: RecoStep) -> None:
+        self.interactions_learned += reco.learned
+        self.interactions_gated += reco.gated
+        self.below_min_rating += reco.below_min_rating
+        self.recommendations += len(reco.updates)
+        self.neighbour_lists += len(reco.neighbours)
 
     def add(self, events: list[Event], alerts: list[Alert]) -> None:
         self.events += len(events)
@@ -79,6 +92,17 @@ class RunStats:
                 f"recall      {self.recall or 0.0:>9.3f}   "
                 f"({self.true_alerts:,} of {self.labelled_anomalies:,} labelled anomalies alerted)",
             ]
+        if self.interactions_learned or self.interactions_gated or self.below_min_rating:
+            lines += [
+                f"learned     {self.interactions_learned:>9,}   interactions",
+                f"gated       {self.interactions_gated:>9,}   interactions not learned: the event alerted",
+            ]
+            if self.below_min_rating:
+                lines.append(f"low ratings {self.below_min_rating:>9,}   below min_rating, not learned")
+            lines.append(
+                f"lists       {self.recommendations:>9,}   recommendation updates, "
+                f"{self.neighbour_lists:,} neighbour lists"
+            )
         lines.append(f"time        {self.elapsed:>9.1f} s ({rate:,.0f} events/s)")
         return "\n".join(lines)
 
@@ -119,10 +143,12 @@ def run_embedded(
     *,
     batch_size: int = 500,
     on_batch: Callable[[RunStats, int], None] | None = None,
+    recommendations_out: IO[bytes] | None = None,
 ) -> RunStats:
     """Run the core over ``values`` in process, writing one JSON alert per line to ``alerts_out``.
 
     ``on_batch(stats, n)`` is called after each batch of ``n`` records (progress display).
+    Recommendation updates go, one JSON object per line, to ``recommendations_out`` if given.
     """
     decoder = EventDecoder(config)
     stats = RunStats()
@@ -135,7 +161,11 @@ def run_embedded(
             step = processor.process(events)
             for alert in step.alerts:
                 alerts_out.write(alert.to_json() + b"\n")
+            if recommendations_out is not None:
+                for update in step.reco.updates:
+                    recommendations_out.write(update.to_json() + b"\n")
             stats.add(step.events, step.alerts)
+            stats.add_reco(step.reco)
             if on_batch is not None:
                 on_batch(stats, len(batch))
             batch.clear()
@@ -221,6 +251,8 @@ class KafkaRunner:
         producer = KafkaProducer(
             bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
         )
+        if cfg.recommend:
+            ensure_compacted_topic(cfg.bootstrap_servers or "", cfg.similar_items_topic, self.client_options)
         consumer.subscribe([cfg.input_topic], listener=_count_rebalances(self.stats))
         log.info("consuming %s as group %s from %s", cfg.input_topic, cfg.group_id, cfg.bootstrap_servers)
         idle_since = time.monotonic()
@@ -278,21 +310,27 @@ class KafkaRunner:
             step = processor.process(events, wait=self._swap_wait)
             for _ in range(len(step.events)):
                 held.popleft()
-            for alert in step.alerts:
+            cfg = self.config
+            outputs: list[tuple[str, str, Alert | RecommendationUpdate | NeighbourUpdate]]
+            outputs = [(cfg.alerts_topic, a.entity, a) for a in step.alerts]
+            outputs += [(cfg.recommendations_topic, u.user, u) for u in step.reco.updates]
+            outputs += [(cfg.similar_items_topic, n.item, n) for n in step.reco.neighbours]
+            for topic, key, record in outputs:
                 futures.append(
                     producer.send(
-                        self.config.alerts_topic,
-                        key=alert.entity.encode(),
-                        value=alert.to_json(),
-                        timestamp_ms=int(alert.event_time * 1000),
+                        topic,
+                        key=key.encode(),
+                        value=record.to_json(),
+                        timestamp_ms=int(record.event_time * 1000),
                     )
                 )
             self.stats.add(step.events, step.alerts)
+            self.stats.add_reco(step.reco)
         producer.flush(timeout=30)
         failed = [f.exception for f in futures if not f.succeeded()]
         if failed:
             raise DeliveryError(
-                f"{len(failed)} of {len(futures)} alerts were not acknowledged by the broker "
+                f"{len(failed)} of {len(futures)} output records were not acknowledged by the broker "
                 f"(first error: {failed[0]!r}); input offsets were not committed"
             )
 
@@ -312,6 +350,37 @@ class KafkaRunner:
         assigned = consumer.assignment()
         consumer.pause(*[tp for tp in assigned if tp.partition in held])
         consumer.resume(*[tp for tp in assigned if tp.partition not in held])
+
+
+def ensure_compacted_topic(bootstrap_servers: str, topic: str, client_options: Mapping[str, Any]) -> None:
+    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists (then leave it as it is).
+
+    The similar-items topic is keyed by item and only the latest list of each item matters, so
+    compaction keeps it small however long the processor runs.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415 - kept off the embedded path
+    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
+    try:
+        if topic in admin.list_topics():
+            return
+        try:
+            admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=1,
+                        replication_factor=-1,
+                        topic_configs={"cleanup.policy": "compact"},
+                    )
+                ]
+            )
+            log.info("created compacted topic %s", topic)
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()
 
 
 def _count_rebalances(stats: RunStats) -> Any:

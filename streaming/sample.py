@@ -1,4 +1,7 @@
-"""A deterministic, labelled stream of card transactions, for demos, tests and benchmarks.
+"""Deterministic, labelled streams of card transactions and of user-item interactions.
+
+For demos, tests and benchmarks: :func:`generate_transactions` for the anomaly engine,
+:func:`generate_interactions` (and :func:`inject_bot_burst`) for the recommender.
 
 The same arguments give the same events, byte for byte once JSON-encoded: every random draw comes
 from ``numpy.random.default_rng(seed)`` and nothing reads the wall clock or global state.
@@ -66,16 +69,30 @@ Every event is a JSON-ready dict with exactly the keys of :data:`FIELDS`:
     ``"item-00042"``, an index into :func:`item_catalogue`.
 ``label``, ``fraud_type``
     1 and one of :data:`FRAUD_TYPES` for fraud; 0 and ``None`` for honest purchases.
+
+Interactions
+------------
+:func:`generate_interactions` simulates users browsing and buying the same catalogue, in sessions
+over days: views, clicks, add-to-carts and purchases of items, mostly in each user's one to three
+favourite categories, often of items related to the one just seen. Every event has the keys of
+:data:`INTERACTION_FIELDS`: ``event_id`` (``"ix-0000001"`` and up), ``user_id`` (``"u00001"``),
+``item_id``, ``kind`` (one of :data:`KINDS`), ``ts``, ``label`` and ``fraud_type``, all honest
+(0 and ``None``). :func:`inject_bot_burst` adds what poisons a recommender: a few minutes in which
+hundreds of brand-new accounts each interact with one target item and a couple of popular ones
+(``label=1``, ``fraud_type`` ``"bot-burst"``).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -1009,3 +1026,390 @@ class _Simulation:
             amount=merged["amount"][order],
             kind=merged["kind"][order],
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# Interactions: users browsing and buying the catalogue, for the recommender
+
+KINDS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
+"""The ``kind`` values of interactions, from the most to the least frequent by default."""
+
+KIND_SHARES: Mapping[str, float] = MappingProxyType(
+    {"view": 0.62, "click": 0.24, "add_to_cart": 0.09, "purchase": 0.05}
+)
+"""Default share of each kind among interactions."""
+
+INTERACTION_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "kind", "ts", "label", "fraud_type")
+"""The keys of every interaction, in order."""
+
+BOT_BURST = "bot-burst"
+"""The ``fraud_type`` of the interactions :func:`inject_bot_burst` adds."""
+
+_SESSION_EVENTS = 6.0  # mean interactions per session
+_SESSION_BREAK = 10 * 60.0  # least time between a user's sessions
+_CLICK_GAP = 40.0  # mean seconds between two interactions of a session, beyond a 5 s minimum
+_P_RELATED = 0.45  # next interaction: an item related to the previous one
+_P_BACK = 0.15  # ... or an item seen earlier in the session
+_P_RETURN = 0.2  # a session opens on an item the user met before
+_RELATED = 4  # related items per item: its neighbours in a ring of its category
+
+
+def _interaction_stream(seed: int) -> np.random.Generator:
+    """The generator of the interactions' users and sessions: independent of the catalogue's."""
+    return np.random.default_rng(seed).spawn(3)[2]
+
+
+def generate_interactions(
+    n: int,
+    *,
+    seed: int = 7,
+    n_users: int = 500,
+    n_items: int = 2000,
+    start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    kinds: Mapping[str, float] = KIND_SHARES,
+) -> list[dict[str, Any]]:
+    """``n`` user-item interactions in event-time order, all honest (``label=0``).
+
+    Users browse the catalogue of :func:`item_catalogue` (the one :func:`generate_transactions`
+    buys from, for the same ``n_items`` and ``seed``) in sessions spread over days, following a
+    daily cycle. Each user has one to three favourite categories and mostly interacts with their
+    items, by popularity. Within a session the next item is often related to the previous one (a
+    neighbour in its category) or one seen earlier in the session, and a session often opens on an
+    item the user met before: an item-item recommender can predict a user's next item far better
+    than chance. Activity is uneven: a few users make many of the interactions. The stream spans
+    about ``n / n_users / 12`` days (three days or so for 20,000 interactions of 500 users).
+
+    Parameters
+    ----------
+    n
+        Number of interactions.
+    seed
+        Seeds every random draw: the same arguments give the same events.
+    n_users
+        Number of users.
+    n_items
+        Number of items in the catalogue.
+    start
+        Time the stream starts at (timezone-aware); the first event comes a little later.
+    kinds
+        Share of each ``kind`` of interaction (normalised), drawn independently per interaction;
+        by default :data:`KIND_SHARES`.
+
+    Returns
+    -------
+    list of dict
+        One dict per event with the keys of :data:`INTERACTION_FIELDS`: ``event_id``
+        (``"ix-0000001"`` and up, in event-time order), ``user_id`` (``"u00001"``), ``item_id``
+        (``"item-00042"``), ``kind``, ``ts`` (ISO 8601 UTC with milliseconds, non-decreasing),
+        ``label`` 0 and ``fraud_type`` ``None``.
+
+    Raises
+    ------
+    ConfigError
+        An argument is out of range; the message names it, with the value.
+
+    Examples
+    --------
+    >>> from anomrec.streaming.sample import generate_interactions
+    >>> events = generate_interactions(2000, seed=1, n_users=50, n_items=300)
+    >>> events == generate_interactions(2000, seed=1, n_users=50, n_items=300)
+    True
+    >>> events[0]  # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    {'event_id': 'ix-0000001', 'user_id': 'u...', 'item_id': 'item-00...', 'kind': '...',
+     'ts': '2026-01-01T...Z', 'label': 0, 'fraud_type': None}
+    >>> all(a["ts"] <= b["ts"] for a, b in zip(events, events[1:]))
+    True
+    >>> generate_interactions(10, kinds={"view": 1.0, "like": -1.0})
+    Traceback (most recent call last):
+    ...
+    anomrec.streaming.exceptions.ConfigError: kinds={'view': 1.0, 'like': -1.0}: expected ...
+    """
+    _check_count("n", n, minimum=0)
+    _check_count("n_users", n_users, minimum=1)
+    _check_count("n_items", n_items, minimum=1)
+    _check_count("seed", seed, minimum=0)
+    if start.tzinfo is None:
+        raise ConfigError(f"start={start!r} has no timezone: expected an aware datetime, e.g. tzinfo=UTC")
+    names, shares = _check_kinds(kinds)
+    if n == 0:
+        return []
+    t_ms, user, item, kind = _simulate_interactions(
+        n, seed=seed, n_users=n_users, n_items=n_items, start=start.astimezone(UTC), shares=shares
+    )
+    origin = np.datetime64(start.astimezone(UTC).replace(tzinfo=None), "ms")
+    ts = np.datetime_as_string(origin + t_ms.astype("timedelta64[ms]"), unit="ms").tolist()
+    user_ids = [f"u{u + 1:05d}" for u in range(n_users)]
+    item_ids = [ItemCatalogue.item_id(i) for i in range(n_items)]
+    return [
+        {
+            "event_id": f"ix-{i + 1:07d}",
+            "user_id": user_ids[u],
+            "item_id": item_ids[j],
+            "kind": names[k],
+            "ts": ts[i] + "Z",
+            "label": 0,
+            "fraud_type": None,
+        }
+        for i, u, j, k in zip(range(n), user.tolist(), item.tolist(), kind.tolist(), strict=True)
+    ]
+
+
+def _check_kinds(kinds: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
+    """The kind names and their cumulative shares, ending at exactly 1."""
+    ok = isinstance(kinds, Mapping) and len(kinds) > 0
+    if ok:
+        names = list(kinds)
+        values = list(kinds.values())
+        ok = all(isinstance(k, str) and k for k in names) and all(
+            not isinstance(v, bool) and isinstance(v, int | float) and 0 <= v < math.inf for v in values
+        )
+        ok = ok and sum(values) > 0
+    if not ok:
+        raise ConfigError(
+            f"kinds={kinds!r}: expected a mapping of kind names to shares >= 0, not all 0, "
+            "e.g. {'view': 0.7, 'purchase': 0.3}"
+        )
+    cum = np.cumsum(np.array(values, dtype=float))
+    cum /= cum[-1]
+    cum[-1] = 1.0
+    return names, cum
+
+
+def _simulate_interactions(
+    n: int, *, seed: int, n_users: int, n_items: int, start: datetime, shares: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Event times (ms after ``start``), users, items and kinds, in event-time order."""
+    rng = _interaction_stream(seed)
+    cat = item_catalogue(n_items, seed=seed)
+    U = n_users
+    # Users: favourite categories (leaning to the popular ones), loyalty to them, activity.
+    share = np.bincount(cat.category, weights=cat.popularity, minlength=cat.n_categories)
+    n_favcat = rng.integers(1, min(3, cat.n_categories) + 1, U)
+    keys = 0.5 * np.log(share)[None, :] + rng.gumbel(size=(U, cat.n_categories))
+    top = np.argsort(-keys, axis=1)[:, :3]
+    favcat = np.pad(top, ((0, 0), (0, 3 - top.shape[1])), mode="edge")
+    cat_w = np.where(np.arange(3) < n_favcat[:, None], rng.gamma(1.5, size=(U, 3)), 0.0)
+    favcat_cum = np.cumsum(cat_w, axis=1) / cat_w.sum(axis=1, keepdims=True)
+    p_incat = rng.beta(6.0, 2.0, U)
+    rate = np.exp(rng.normal(math.log(8.0), 0.8, U))  # interactions a day
+    local = rng.normal(1.0, 1.5, U)  # hours ahead of UTC: mostly European users
+    # Related items: each item's neighbours on a random ring of the items of its category.
+    ring = np.lexsort((rng.random(n_items), cat.category))
+    ring_cat = cat.category[ring]
+    lo = np.searchsorted(ring_cat, ring_cat, side="left")
+    size = np.searchsorted(ring_cat, ring_cat, side="right") - lo
+    pos = np.arange(n_items) - lo
+    related = np.empty((n_items, _RELATED), dtype=np.int64)
+    for k, step in enumerate((-2, -1, 1, 2)):
+        related[ring, k] = ring[lo + (pos + step) % size]
+    # Who interacts how often, and where sessions begin.
+    counts = rng.multinomial(n, rate / rate.sum())
+    horizon = n / float(rate.sum()) * _DAY
+    user = np.repeat(np.arange(U), counts)
+    opens = rng.random(n) < 1.0 / _SESSION_EVENTS
+    opens[np.concatenate(([0], np.cumsum(counts)[:-1]))[counts > 0]] = True
+    session = np.cumsum(opens) - 1
+    s_user = user[opens]
+    s_start = rng.uniform(0.0, horizon, len(s_user))
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    start_hour = (start - midnight) / timedelta(hours=1)
+    pending = np.arange(len(s_user))
+    accept = _HOURLY / _HOURLY.max()
+    while len(pending):  # thinned to the daily cycle in each user's local time
+        hour = np.floor(start_hour + s_start[pending] / _HOUR + local[s_user[pending]]).astype(np.int64) % 24
+        pending = pending[rng.random(len(pending)) >= accept[hour]]
+        s_start[pending] = rng.uniform(0.0, horizon, len(pending))
+    s_start = s_start[np.lexsort((s_start, s_user))]  # each user's sessions in time order
+    # Everything random below is drawn up front, in bulk; the loop only picks.
+    which = np.minimum((rng.random(n)[:, None] > favcat_cum[user]).sum(axis=1), 2)
+    in_cat = rng.random(n) < p_incat[user]
+    u_item = rng.random(n)
+    fresh = np.where(in_cat, cat._draw(favcat[user, which], u_item), cat._draw(None, u_item)).tolist()
+    gap = (5.0 + rng.exponential(_CLICK_GAP, n)).tolist()
+    u_a, u_b = rng.random(n).tolist(), rng.random(n).tolist()
+    kind = np.searchsorted(shares, rng.random(n), side="right")
+    rel = related.tolist()
+    t_out = np.empty(n)
+    item_out = np.empty(n, dtype=np.int64)
+    t_open = s_start.tolist()
+    opens_l, session_l = opens.tolist(), session.tolist()
+    bounds = np.concatenate(([0], np.cumsum(counts))).tolist()
+    for u in range(U):
+        t = -math.inf
+        met: list[int] = []  # items the user interacted with, in order
+        seen: list[int] = []  # ... in the current session
+        for i in range(bounds[u], bounds[u + 1]):
+            a = u_a[i]
+            if opens_l[i]:
+                t = max(t_open[session_l[i]], t + _SESSION_BREAK)
+                j = met[int(u_b[i] * len(met))] if met and a < _P_RETURN else fresh[i]
+                seen = []
+            else:
+                t += gap[i]
+                if a < _P_RELATED:
+                    j = rel[seen[-1]][int(u_b[i] * _RELATED)]
+                elif a < _P_RELATED + _P_BACK:
+                    j = seen[int(u_b[i] * len(seen))]
+                else:
+                    j = fresh[i]
+            seen.append(j)
+            met.append(j)
+            t_out[i] = t
+            item_out[i] = j
+    t_ms = np.floor(t_out * 1000.0).astype(np.int64)
+    order = np.lexsort((np.arange(n), t_ms))
+    return t_ms[order], user[order], item_out[order], kind[order]
+
+
+def inject_bot_burst(
+    events: Sequence[Mapping[str, Any]],
+    *,
+    target_item: str,
+    n_bots: int = 300,
+    at: datetime | None = None,
+    duration_seconds: float = 600.0,
+    extra_items: int = 2,
+    decoy_pool: int = 20,
+    seed: int = 11,
+) -> list[dict[str, Any]]:
+    """``events`` with a burst of fake accounts promoting ``target_item`` merged in, sorted by time.
+
+    ``n_bots`` brand-new accounts (``"bot-00001"`` and up) each interact once with
+    ``target_item`` (a ``click``) and once with each of ``extra_items`` distinct items among the
+    stream's ``decoy_pool`` most popular (``view``), in a random order, seconds apart, all within
+    ``[at, at + duration_seconds]`` (to the millisecond). The decoys make a co-occurrence
+    recommender link the target to popular items, which is what such a burst is for. Bot events
+    have ``label`` 1, ``fraud_type`` :data:`BOT_BURST` and the keys of :data:`INTERACTION_FIELDS`.
+
+    Bot and event ids continue after any already in ``events`` (``"bot-NNNNN"`` users,
+    ``"bx-NNNNNNN"`` events), so that bursts can be stacked and every id stays unique.
+
+    Parameters
+    ----------
+    events
+        Interactions with ``ts``, ``item_id`` and ``user_id`` fields, e.g. from
+        :func:`generate_interactions`. They are copied, never changed.
+    target_item
+        The item the bots promote.
+    n_bots
+        Number of fake accounts.
+    at
+        When the burst starts (timezone-aware); by default the time of the event 70% of the way
+        through ``events``, so that the target has a history before it and the stream goes on
+        after it.
+    duration_seconds
+        Length of the burst.
+    extra_items
+        Decoy items per bot.
+    decoy_pool
+        The decoys are drawn from this many of the stream's most popular items; a small pool
+        concentrates the burst's co-occurrence on a few items, the most effective attack on an
+        item-item recommender.
+    seed
+        Seeds the burst's random draws.
+
+    Returns
+    -------
+    list of dict
+        Copies of ``events`` and the bot events, sorted by ``ts`` (stable: at equal times the
+        events keep their order, the given ones before the bots).
+
+    Examples
+    --------
+    >>> from anomrec.streaming.sample import generate_interactions, inject_bot_burst
+    >>> events = generate_interactions(3000, seed=1, n_users=60, n_items=300)
+    >>> mixed = inject_bot_burst(events, target_item="item-00123", n_bots=40)
+    >>> len(mixed) - len(events), sum(e["label"] for e in mixed)   # 40 bots, 3 events each
+    (120, 120)
+    >>> bot = next(e for e in mixed if e["label"])
+    >>> bot["user_id"], bot["fraud_type"]
+    ('bot-00001', 'bot-burst')
+    """
+    _check_count("n_bots", n_bots, minimum=1)
+    _check_count("extra_items", extra_items, minimum=0)
+    _check_count("decoy_pool", decoy_pool, minimum=1)
+    _check_count("seed", seed, minimum=0)
+    if not isinstance(target_item, str) or not target_item:
+        raise ConfigError(f"target_item={target_item!r}: expected a non-empty item id")
+    if (
+        isinstance(duration_seconds, bool)
+        or not isinstance(duration_seconds, int | float)
+        or not 0 < duration_seconds < math.inf
+    ):
+        raise ConfigError(f"duration_seconds={duration_seconds!r}: expected a positive number of seconds")
+    if not events:
+        raise ConfigError("events is empty: a bot burst needs a stream to hide in")
+    if at is not None and at.tzinfo is None:
+        raise ConfigError(f"at={at!r} has no timezone: expected an aware datetime, e.g. tzinfo=UTC")
+    times_us = [_epoch_us(e["ts"]) for e in events]
+    at_us = _epoch_us(at) if at is not None else times_us[int(0.7 * (len(events) - 1))]
+    popular = [
+        item
+        for item, _ in Counter(e["item_id"] for e in events if e["item_id"] != target_item).most_common(
+            decoy_pool
+        )
+    ]
+    if len(popular) < extra_items:
+        raise ConfigError(
+            f"extra_items={extra_items} but the events hold only {len(popular)} items besides "
+            f"{target_item!r}: lower extra_items"
+        )
+    first_bot = 1 + max(
+        (int(m[1]) for e in events if (m := _BOT_USER.fullmatch(str(e["user_id"])))), default=0
+    )
+    first_id = 1 + max(
+        (int(m[1]) for e in events if (m := _BOT_EVENT.fullmatch(str(e["event_id"])))), default=0
+    )
+    rng = np.random.default_rng(seed)
+    k = 1 + extra_items
+    # Each bot: k interactions 2 s or more apart (17 s on average), starting at a random time that
+    # leaves room for them in the burst; the bots are numbered in the order they start.
+    steps = 2.0 + rng.exponential(15.0, (n_bots, k))
+    steps[:, 0] = 0.0
+    offsets = np.cumsum(steps, axis=1)
+    room = np.maximum(duration_seconds - offsets[:, -1], 0.0)
+    begin = np.sort(rng.uniform(0.0, 1.0, n_bots) * room)
+    first_ms = -(-at_us // 1000)
+    last_ms = (at_us + round(duration_seconds * 1e6)) // 1000
+    t_ms = np.minimum(first_ms + np.floor((begin[:, None] + offsets) * 1000.0).astype(np.int64), last_ms)
+    decoys = np.argsort(rng.random((n_bots, len(popular))), axis=1)[:, :extra_items].tolist()
+    target_at = rng.integers(0, k, n_bots).tolist()
+    ts = np.datetime_as_string(t_ms.astype("datetime64[ms]"), unit="ms").tolist()
+    bots: list[dict[str, Any]] = []
+    for b in range(n_bots):
+        items = [popular[d] for d in decoys[b]]
+        items.insert(target_at[b], target_item)
+        user = f"bot-{first_bot + b:05d}"
+        for j, item in enumerate(items):
+            bots.append(
+                {
+                    "event_id": f"bx-{first_id + len(bots):07d}",
+                    "user_id": user,
+                    "item_id": item,
+                    "kind": "click" if item == target_item else "view",
+                    "ts": ts[b][j] + "Z",
+                    "label": 1,
+                    "fraud_type": BOT_BURST,
+                }
+            )
+    times_us += (t_ms.ravel() * 1000).tolist()
+    merged = [dict(e) for e in events] + bots
+    order = sorted(range(len(merged)), key=times_us.__getitem__)
+    return [merged[i] for i in order]
+
+
+_BOT_USER = re.compile(r"bot-(\d+)")
+_BOT_EVENT = re.compile(r"bx-(\d+)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(when: str | datetime) -> int:
+    """Whole microseconds since the epoch of an aware datetime or an ISO 8601 time (no zone: UTC)."""
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            raise ConfigError(f"ts={when!r} is not an ISO 8601 time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)

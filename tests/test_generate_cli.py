@@ -14,7 +14,12 @@ from typing import Any
 
 import orjson
 import pytest
-from anomrec.streaming.sample import FRAUD_TYPES, generate_transactions
+from anomrec.streaming.sample import (
+    FRAUD_TYPES,
+    generate_interactions,
+    generate_transactions,
+    inject_bot_burst,
+)
 
 from anomrec.cli import main
 
@@ -114,6 +119,71 @@ def test_bad_option_exits_2_from_the_command_line_too() -> None:
     assert b"argument --fraud-rate: '2': expected a share in [0, 1)" in result.stderr
 
 
+def test_transactions_is_the_default_stream(tmp_path: Path) -> None:
+    named, default = tmp_path / "named.jsonl", tmp_path / "default.jsonl"
+    assert main(["generate", "transactions", *OPTIONS, "--quiet", "--out", str(named)]) == 0
+    assert main(["generate", *OPTIONS, "--quiet", "--out", str(default)]) == 0
+    assert named.read_bytes() == default.read_bytes()
+
+
+# -- interactions ----------------------------------------------------------------------------------
+
+INTERACTION_OPTIONS = ["--events", "3000", "--seed", "5", "--users", "80", "--items", "400"]
+INTERACTION_KW: dict[str, Any] = {"seed": 5, "n_users": 80, "n_items": 400}
+
+
+def test_writes_interactions_with_a_bot_burst(tmp_path: Path) -> None:
+    out = tmp_path / "interactions.jsonl.gz"
+    argv = ["interactions", *INTERACTION_OPTIONS, "--bot-burst", "item-00042", "--bots", "25"]
+    result = generate(*argv, "--out", str(out))
+    assert result.returncode == 0, result.stderr.decode()
+    expected = inject_bot_burst(
+        generate_interactions(3000, **INTERACTION_KW), target_item="item-00042", n_bots=25
+    )
+    assert [orjson.loads(line) for line in gzip.decompress(out.read_bytes()).splitlines()] == expected
+    stderr = result.stderr.decode()
+    assert "generated 3,075 interactions (seed 5), 75 by 25 bots on item-00042; to " in stderr, stderr
+
+
+def test_writes_interactions_with_their_own_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "interactions", "--events", "2000", "--out", "-"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [orjson.loads(line) for line in lines] == generate_interactions(2000)
+    assert "generated 2,000 interactions (seed 7), no bot burst; to stdout" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--bot-burst", "item-00042"], "--bot-burst applies to interactions, not to transactions"),
+        (["--bots", "5"], "--bots applies to interactions, not to transactions"),
+        (["interactions", "--fraud-rate", "0.1"], "--fraud-rate=0.1 applies to transactions"),
+        (["interactions", "--bots", "5"], "--bots=5 needs --bot-burst ITEM"),
+        (
+            ["interactions", "--items", "300", "--bot-burst", "item-00300"],
+            "--bot-burst='item-00300' is not an item of the 300-item catalogue: "
+            "give one of item-00000 to item-00299",
+        ),
+        (["interactions", "--bot-burst", "42"], "--bot-burst='42' is not an item"),
+        (["interactions", "--bot-burst", "item-0042"], "--bot-burst='item-0042' is not an item"),
+        (["interactions", "--bot-burst", "item-00001", "--bots", "0"], "argument --bots: '0'"),
+        (["purchases"], "argument stream: invalid choice: 'purchases'"),
+    ],
+)
+def test_bad_interaction_options_exit_2_saying_what_was_wrong(
+    argv: list[str],
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert exit_code(["generate", "--events", "10", *argv, "--out", "x"]) == 2
+    assert says in capsys.readouterr().err
+    assert not Path("x").exists()
+
+
 @pytest.mark.kafka
 def test_produces_to_a_topic_keyed_by_card_at_event_time(
     kafka_bootstrap: str, fresh_topic: Callable[..., str], expected: list[dict[str, Any]]
@@ -168,3 +238,38 @@ def test_an_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[st
         argv = ["generate", "--events", "10", "--topic", "t", "--bootstrap-servers", f"127.0.0.1:{port}"]
         assert exit_code(argv) == 2
     assert f"no Kafka broker answered at bootstrap servers '127.0.0.1:{port}'" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_produces_interactions_keyed_by_user(kafka_bootstrap: str, fresh_topic: Callable[..., str]) -> None:
+    from kafka import KafkaConsumer
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    topic = fresh_topic("interactions")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "-1"})])
+    finally:
+        admin.close()
+    argv = ["generate", "interactions", *INTERACTION_OPTIONS, "--bot-burst", "item-00007", "--bots", "10"]
+    assert main([*argv, "--quiet", "--topic", topic, "--bootstrap-servers", kafka_bootstrap]) == 0
+    expected = inject_bot_burst(
+        generate_interactions(3000, **INTERACTION_KW), target_item="item-00007", n_bots=10
+    )
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10_000,
+    )
+    try:
+        records = []
+        for record in consumer:
+            records.append(record)
+            if len(records) == len(expected):
+                break
+    finally:
+        consumer.close()
+    assert [orjson.loads(r.value) for r in records] == expected
+    assert [r.key.decode() for r in records] == [e["user_id"] for e in expected]

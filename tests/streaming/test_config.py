@@ -20,7 +20,7 @@ def test_blank_bootstrap_servers_means_embedded() -> None:
     [
         ({"threshold": 0.0}, "threshold=0.0 is out of range"),
         ({"input_topic": "bad topic"}, "input_topic='bad topic' is not a legal Kafka topic name"),
-        ({"alerts_topic": "events"}, "read its own alerts"),
+        ({"alerts_topic": "events"}, "read its own output"),
         ({"profile": "generic", "features": ""}, "profile='generic' needs features"),
         ({"features": ("a", "a")}, "features=('a', 'a'): expected distinct non-empty names"),
         ({"profile": "tx"}, "profile='tx' is not one of: transactions, network, sensor, generic"),

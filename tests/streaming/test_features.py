@@ -14,6 +14,7 @@ from anomrec.streaming.features import (
     EntityStore,
     FeatureProfile,
     GenericProfile,
+    InteractionsProfile,
     NetworkProfile,
     SensorProfile,
     TransactionsProfile,
@@ -404,12 +405,14 @@ def test_make_profile_builds_each_profile() -> None:
         "hr_rate",
     )
     assert make_profile("generic", fields=["a"], entity_zscores=True).feature_names == ("a", "a_z")
+    interactions = make_profile("interactions", item_field="sku")
+    assert isinstance(interactions, InteractionsProfile) and interactions.item_field == "sku"
 
 
 @pytest.mark.parametrize(
     ("name", "options", "words"),
     [
-        ("fraud", {}, ["'fraud'", "generic, network, sensor, transactions"]),
+        ("fraud", {}, ["'fraud'", "generic, interactions, network, sensor, transactions"]),
         ("network", {"byte": "x"}, ["'network'", "'byte'", "bytes, packets, duration"]),
         ("sensor", {}, ["'sensor'", "'readings'"]),
         ("sensor", {"readings": "temp"}, ["readings", "'temp'", "list of field names"]),
@@ -425,6 +428,12 @@ def test_make_profile_builds_each_profile() -> None:
         ("generic", {"fields": ["a"], "entity_zscores": "yes"}, ["entity_zscores", "'yes'"]),
         ("generic", {"fields": ["a", "a_z"], "entity_zscores": True}, ["fields", "a_z"]),
         ("generic", {"fields": ["a"], "rel_std_floor": -0.1}, ["rel_std_floor", "-0.1"]),
+        ("interactions", {"item_field": ""}, ["item_field", "'interactions'", "''"]),
+        ("interactions", {"new_user_events": 0}, ["new_user_events", "0", "whole number"]),
+        ("interactions", {"new_user_events": 2.5}, ["new_user_events", "2.5"]),
+        ("interactions", {"max_entities": True}, ["max_entities", "True"]),
+        ("interactions", {"ttl_seconds": -1.0}, ["ttl_seconds", "-1.0", "positive"]),
+        ("interactions", {"item": "sku"}, ["'interactions'", "'item'", "item_field, new_user_events"]),
     ],
 )
 def test_make_profile_rejects_bad_configuration(name: str, options: dict[str, Any], words: list[str]) -> None:
@@ -511,20 +520,27 @@ def all_profiles(**store: Any) -> list[FeatureProfile]:
         make_profile("network", **store),
         make_profile("sensor", readings=["amount", "bytes"], **store),
         make_profile("generic", fields=["amount"], entity_zscores=True, **store),
+        make_profile("interactions", **store),
     ]
 
 
 def mixed_events(n: int) -> list[tuple[str, float, dict[str, Any]]]:
     out = []
     for i in range(n):
-        doc: dict[str, Any] = {"amount": (i * 37) % 101, "bytes": i % 7, "packets": i % 3, "duration": 0.5}
+        doc: dict[str, Any] = {
+            "amount": (i * 37) % 101,
+            "bytes": i % 7,
+            "packets": i % 3,
+            "duration": 0.5,
+            "item_id": f"i{i * 3 % 5}",
+        }
         if i % 3:
             doc.update(lat=(i % 50) - 25.0, lon=(i * 7 % 300) - 150.0, merchant=f"m{i % 5}", country="FR")
         out.append(("abacadb"[i % 7], 1000.0 + 40.0 * i - (i % 5) * 30.0, doc))
     return out
 
 
-@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize("index", range(5))
 def test_snapshot_restore_gives_identical_vectors(index: int) -> None:
     events = mixed_events(60)
     original = all_profiles(max_entities=3)[index]
@@ -604,12 +620,14 @@ DOCS = {
     "network": st.fixed_dictionaries({"bytes": SIZE, "packets": SIZE, "duration": SIZE}),
     "sensor": st.fixed_dictionaries({"r": READING, "s": READING}),
     "generic": st.fixed_dictionaries({"r": READING, "s": READING}),
+    "interactions": st.fixed_dictionaries({"sku": st.sampled_from(["x", "y", "z", 1, "1"])}),
 }
 OPTIONS: dict[str, dict[str, Any]] = {
     "transactions": {"max_seen": 2},
     "network": {},
     "sensor": {"readings": ["r", "s"]},
     "generic": {"fields": ["r", "s"], "entity_zscores": True},
+    "interactions": {"item_field": "sku", "new_user_events": 2},
 }
 
 

@@ -18,10 +18,16 @@ import orjson
 import pytest
 from anomrec.streaming.exceptions import ConfigError
 from anomrec.streaming.sample import (
+    BOT_BURST,
     FIELDS,
     FRAUD_TYPES,
+    INTERACTION_FIELDS,
+    KIND_SHARES,
+    KINDS,
+    generate_interactions,
     generate_transactions,
     haversine_km,
+    inject_bot_burst,
     item_catalogue,
     iter_transactions,
 )
@@ -307,3 +313,257 @@ def test_users_buy_mostly_in_their_categories_and_buy_again(stream: list[Event])
     top3_control, again_control = concentration(control)
     assert top3 > 0.8 and top3 - top3_control > 0.25, (top3, top3_control)
     assert again > 0.2 and again - again_control > 0.1, (again, again_control)
+
+
+# -- interactions ----------------------------------------------------------------------------------
+
+N_INTERACTIONS, N_USERS, N_ITEMS = 20_000, 500, 2000
+
+
+@pytest.fixture(scope="module")
+def interactions() -> list[Event]:
+    return generate_interactions(N_INTERACTIONS, seed=SEED)
+
+
+def item_index(event: Event) -> int:
+    return int(event["item_id"][5:])
+
+
+def test_interactions_same_arguments_same_bytes_and_any_change_changes_them() -> None:
+    def encoded(**kw: Any) -> bytes:
+        return orjson.dumps(generate_interactions(3000, **{"seed": 3, "n_users": 80, "n_items": 400, **kw}))
+
+    first = encoded()
+    assert first == encoded()
+    changes: list[dict[str, Any]] = [
+        {"seed": 4},
+        {"n_users": 81},
+        {"n_items": 401},
+        {"start": datetime(2026, 1, 2, tzinfo=UTC)},
+        {"kinds": {"view": 0.5, "click": 0.5}},
+    ]
+    for change in changes:
+        assert encoded(**change) != first, change
+
+
+def test_every_interaction_has_exactly_the_documented_fields(interactions: list[Event]) -> None:
+    ts = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+    for e in interactions:
+        assert tuple(e) == INTERACTION_FIELDS, e
+        assert re.fullmatch(r"u\d{5}", e["user_id"]) and 1 <= int(e["user_id"][1:]) <= N_USERS, e
+        assert re.fullmatch(r"item-\d{5}", e["item_id"]) and item_index(e) < N_ITEMS, e
+        assert e["kind"] in KINDS and ts.fullmatch(e["ts"]), e
+        assert type(e["label"]) is int and e["label"] == 0 and e["fraud_type"] is None, e
+    assert [e["event_id"] for e in interactions] == [f"ix-{i:07d}" for i in range(1, N_INTERACTIONS + 1)]
+
+
+def test_interactions_are_in_time_order_over_a_few_days(interactions: list[Event]) -> None:
+    times = [e["ts"] for e in interactions]
+    assert all(a <= b for a, b in pairwise(times))
+    assert times[0].startswith("2026-01-01T")
+    assert 2 < (seconds(interactions[-1]) - seconds(interactions[0])) / 86_400 < 6
+
+
+def test_kinds_follow_their_shares(interactions: list[Event]) -> None:
+    counts = Counter(e["kind"] for e in interactions)
+    shares = [counts[k] / N_INTERACTIONS for k in KINDS]
+    assert shares == sorted(shares, reverse=True), shares
+    for kind, share in zip(KINDS, shares, strict=True):
+        assert share == pytest.approx(KIND_SHARES[kind], abs=0.015), (kind, share)
+    only = generate_interactions(500, n_users=20, kinds={"like": 1, "skip": 0})
+    assert {e["kind"] for e in only} == {"like"}
+
+
+def test_users_browse_in_sessions_over_several_days(interactions: list[Event]) -> None:
+    gaps, days = [], []
+    for events in by_key(interactions, "user_id").values():
+        t = [seconds(e) for e in events]
+        gaps += [b - a for a, b in pairwise(t)]
+        if len(events) >= 20:
+            days.append(len({e["ts"][:10] for e in events}))
+    gaps_a = np.array(gaps)
+    assert np.median(gaps_a) < 120, "most interactions follow another within minutes"
+    assert (gaps_a > 10 * 60).mean() > 0.1, "and sessions are hours apart"
+    assert np.median(days) >= 3, "active users come back on several days"
+    per_user = np.sort(np.array(list(Counter(e["user_id"] for e in interactions).values())))[::-1]
+    assert per_user[: len(per_user) // 10].sum() > 0.25 * per_user.sum(), "a few users do a lot"
+
+
+def test_interactions_follow_the_day(interactions: list[Event]) -> None:
+    hours = Counter(int(e["ts"][11:13]) for e in interactions)
+    night, day = sum(hours[h] for h in (1, 2, 3)), sum(hours[h] for h in (12, 13, 14))
+    assert night < day / 5, (night, day)
+
+
+def test_users_interact_mostly_in_their_categories(interactions: list[Event]) -> None:
+    category = item_catalogue(N_ITEMS, seed=SEED).category
+
+    def top3_share(items_of: dict[str, list[int]]) -> float:
+        shares = []
+        for items in items_of.values():
+            if len(items) >= 20:
+                cats = Counter(category[items].tolist())
+                shares.append(sum(c for _, c in cats.most_common(3)) / len(items))
+        return float(np.median(shares))
+
+    items_of: dict[str, list[int]] = defaultdict(list)
+    for e in interactions:
+        items_of[e["user_id"]].append(item_index(e))
+    shuffled = np.random.default_rng(0).permutation([item_index(e) for e in interactions]).tolist()
+    control: dict[str, list[int]] = defaultdict(list)
+    for e, item in zip(interactions, shuffled, strict=True):
+        control[e["user_id"]].append(item)
+    taste, no_taste = top3_share(items_of), top3_share(control)
+    assert taste > 0.8 and taste - no_taste > 0.35, (taste, no_taste)
+    counts = np.sort(np.array(list(Counter(e["item_id"] for e in interactions).values())))[::-1]
+    assert counts[: N_ITEMS // 10].sum() > 0.4 * counts.sum(), "a tenth of the items get 40% or more"
+
+
+def test_an_item_item_recommender_beats_chance_and_popularity(interactions: list[Event]) -> None:
+    """Next item from the items seen right before or after the last one, trained on the first 80%."""
+    cut = int(0.8 * N_INTERACTIONS)
+    together: dict[str, Counter[str]] = defaultdict(Counter)
+    last: dict[str, str] = {}
+    for e in interactions[:cut]:
+        user, item = e["user_id"], e["item_id"]
+        if user in last and last[user] != item:
+            together[last[user]][item] += 1
+            together[item][last[user]] += 1
+        last[user] = item
+    popular = {item for item, _ in Counter(e["item_id"] for e in interactions[:cut]).most_common(10)}
+    hits = popular_hits = tried = 0
+    for e in interactions[cut:]:
+        user, item = e["user_id"], e["item_id"]
+        if user in last and last[user] != item:
+            tried += 1
+            hits += item in {i for i, _ in together[last[user]].most_common(10)}
+            popular_hits += item in popular
+        last[user] = item
+    assert tried > 2000
+    hit_rate, popular_rate = hits / tried, popular_hits / tried
+    assert hit_rate > 3 * popular_rate and hit_rate > 0.25, (hit_rate, popular_rate, 10 / N_ITEMS)
+
+
+def test_interactions_use_the_transactions_catalogue() -> None:
+    bought = {e["item_id"] for e in generate_transactions(3000, seed=2, n_users=50, n_items=300)}
+    seen = {e["item_id"] for e in generate_interactions(3000, seed=2, n_users=50, n_items=300)}
+    assert len(bought & seen) > 0.5 * len(bought), "the same catalogue, the same popular items"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"n": -1}, "n=-1 is out of range: expected a whole number >= 0"),
+        ({"n": 10, "n_users": 0}, "n_users=0"),
+        ({"n": 10, "n_items": 0}, "n_items=0"),
+        ({"n": 10, "seed": -3}, "seed=-3"),
+        ({"n": 10, "start": datetime(2026, 1, 1)}, "has no timezone"),
+        ({"n": 10, "kinds": {}}, "kinds={}: expected a mapping of kind names to shares"),
+        ({"n": 10, "kinds": {"view": 0}}, "kinds={'view': 0}"),
+        ({"n": 10, "kinds": {"view": float("nan")}}, "kinds={'view': nan}"),
+        ({"n": 10, "kinds": {"view": True}}, "kinds={'view': True}"),
+        ({"n": 10, "kinds": {"": 1.0}}, "kinds={'': 1.0}"),
+        ({"n": 10, "kinds": ["view"]}, "kinds=['view']"),
+    ],
+)
+def test_interactions_bad_arguments_name_the_argument(kwargs: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        generate_interactions(**kwargs)
+    assert says in str(info.value)
+
+
+def test_tiny_interaction_streams_still_work() -> None:
+    assert generate_interactions(0) == []
+    for n, kw in [(1, {}), (50, {"n_users": 1, "n_items": 1}), (200, {"n_users": 3, "n_items": 2})]:
+        events = generate_interactions(n, **kw)
+        assert len(events) == n and all(tuple(e) == INTERACTION_FIELDS for e in events)
+
+
+# -- the bot burst ---------------------------------------------------------------------------------
+
+TARGET = "item-00042"
+
+
+@pytest.fixture(scope="module")
+def burst(interactions: list[Event]) -> list[Event]:
+    return inject_bot_burst(interactions, target_item=TARGET)
+
+
+def test_a_burst_is_new_accounts_on_the_target_and_popular_items(
+    interactions: list[Event], burst: list[Event]
+) -> None:
+    bots = [e for e in burst if e["label"]]
+    assert len(burst) == N_INTERACTIONS + 300 * 3 and len(bots) == 900
+    assert all(tuple(e) == INTERACTION_FIELDS and e["fraud_type"] == BOT_BURST for e in bots)
+    by_bot = by_key(bots, "user_id")
+    assert sorted(by_bot) == [f"bot-{b:05d}" for b in range(1, 301)]
+    assert not set(by_bot) & {e["user_id"] for e in interactions}, "brand-new accounts"
+    popular = {i for i, _ in Counter(e["item_id"] for e in interactions).most_common(20)}
+    for events in by_bot.values():
+        items = [e["item_id"] for e in events]
+        # Each bot links the target to two popular items: the co-occurrence a recommender learns.
+        assert items.count(TARGET) == 1 and len(set(items)) == 3, items
+        assert set(items) - {TARGET} <= popular
+        assert {e["kind"] for e in events if e["item_id"] == TARGET} == {"click"}
+
+
+def test_a_burst_lasts_ten_minutes_from_70_percent_of_the_stream(
+    interactions: list[Event], burst: list[Event]
+) -> None:
+    at = seconds(interactions[int(0.7 * (N_INTERACTIONS - 1))])
+    times = [seconds(e) for e in burst if e["label"]]
+    assert at <= min(times) and max(times) <= at + 600
+    assert max(times) - min(times) > 500, "spread over the whole burst"
+    assert all(a["ts"] <= b["ts"] for a, b in pairwise(burst))
+    assert len({e["event_id"] for e in burst}) == len(burst)
+    # The honest events are all there, unchanged and in order.
+    assert [e for e in burst if not e["label"]] == interactions
+
+
+def test_a_burst_copies_its_input_and_is_deterministic(interactions: list[Event]) -> None:
+    events = interactions[:3000]
+    before = orjson.dumps(events)
+    mixed = inject_bot_burst(events, target_item=TARGET, n_bots=20)
+    assert orjson.dumps(events) == before
+    assert mixed[0] is not events[0]
+    assert mixed == inject_bot_burst(events, target_item=TARGET, n_bots=20)
+    assert mixed != inject_bot_burst(events, target_item=TARGET, n_bots=20, seed=12)
+
+
+def test_burst_options() -> None:
+    events = generate_interactions(2000, seed=1, n_users=40, n_items=200)
+    at = datetime(2026, 1, 2, 12, tzinfo=UTC)
+    mixed = inject_bot_burst(
+        events, target_item="x", n_bots=5, at=at, duration_seconds=30.0, extra_items=0, seed=3
+    )
+    bots = [e for e in mixed if e["label"]]
+    assert [e["item_id"] for e in bots] == ["x"] * 5
+    assert all("2026-01-02T12:00:00.000Z" <= e["ts"] <= "2026-01-02T12:00:30.000Z" for e in bots)
+    # A second burst continues the numbering: ids stay unique.
+    twice = inject_bot_burst(mixed, target_item="y", n_bots=5, extra_items=1)
+    assert len({e["event_id"] for e in twice}) == len(twice) == 2000 + 5 + 10
+    assert {e["user_id"] for e in twice if e["item_id"] == "y"} == {f"bot-{b:05d}" for b in range(6, 11)}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"n_bots": 0}, "n_bots=0 is out of range"),
+        ({"extra_items": -1}, "extra_items=-1"),
+        ({"extra_items": 5}, "extra_items=5 but the events hold only 2 items besides 'a'"),
+        ({"duration_seconds": 0}, "duration_seconds=0: expected a positive number"),
+        ({"at": datetime(2026, 1, 1)}, "has no timezone"),
+        ({"target_item": ""}, "target_item=''"),
+        ({"seed": -1}, "seed=-1"),
+    ],
+)
+def test_burst_bad_arguments(kwargs: dict[str, Any], says: str) -> None:
+    events = [
+        {"event_id": f"e{i}", "user_id": "u", "item_id": "abc"[i % 3], "ts": f"2026-01-01T00:00:0{i}Z"}
+        for i in range(6)
+    ]
+    with pytest.raises(ConfigError) as info:
+        inject_bot_burst(events, **{"target_item": "a", **kwargs})
+    assert says in str(info.value)
+    with pytest.raises(ConfigError, match="events is empty"):
+        inject_bot_burst([], target_item="a")

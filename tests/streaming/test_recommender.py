@@ -1,0 +1,129 @@
+"""The recommender task in the stream: gating, debouncing in event time, neighbour lists."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from anomrec.streaming.config import ProcessorConfig
+from anomrec.streaming.events import Event, EventDecoder, Interaction
+from anomrec.streaming.exceptions import BadRecord
+from anomrec.streaming.recommender import RecommenderTask
+
+
+def interactions(n: int, *, seed: int = 0, n_users: int = 40, n_items: int = 60) -> list[Event]:
+    rng = np.random.default_rng(seed)
+    t = 0.0
+    events = []
+    for e in range(n):
+        t += float(rng.exponential(5.0))
+        user = f"u{int(rng.integers(n_users))}"
+        item = f"i{int(rng.integers(n_items))}"
+        events.append(Event(str(e), user, t, (), interaction=Interaction(user, item)))
+    return events
+
+
+def run(config: ProcessorConfig, events: list[Event], alerted: np.ndarray, batch: int) -> RecommenderTask:
+    task = RecommenderTask(config)
+    task.updates = []  # type: ignore[attr-defined]
+    task.neighbour_lists = []  # type: ignore[attr-defined]
+    for start in range(0, len(events), batch):
+        step = task.process(events[start : start + batch], alerted[start : start + batch])
+        task.updates += step.updates  # type: ignore[attr-defined]
+        task.neighbour_lists += step.neighbours  # type: ignore[attr-defined]
+    return task
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Event]:
+    return interactions(3000)
+
+
+def test_at_most_one_update_per_user_per_interval_and_only_when_the_list_changed() -> None:
+    stream = interactions(3000, n_users=8)  # a user's events ~40 s apart: the interval bites
+    config = ProcessorConfig(debounce_seconds=120.0, top_n=5)
+    task = run(config, stream, np.zeros(len(stream), bool), batch=100)
+    by_user: dict[str, list] = {}
+    for update in task.updates:
+        by_user.setdefault(update.user, []).append(update)
+    assert len(by_user) == 8
+    for updates in by_user.values():
+        times = [u.event_time for u in updates]
+        assert all(b >= a + 120.0 for a, b in pairwise(times))
+        lists = [[i for i, _ in u.items] for u in updates]
+        assert all(a != b for a, b in pairwise(lists))
+    # Without debouncing, a user's every changed list goes out: many more updates.
+    undebounced = run(
+        ProcessorConfig(debounce_seconds=0.0, top_n=5), stream, np.zeros(len(stream), bool), 100
+    )
+    assert len(undebounced.updates) > 1.5 * len(task.updates)
+
+
+def test_lists_exclude_what_the_user_had_interacted_with_by_then(stream: list[Event]) -> None:
+    task = run(ProcessorConfig(debounce_seconds=30.0), stream, np.zeros(len(stream), bool), batch=250)
+    by_id = {e.event_id: i for i, e in enumerate(stream)}
+    for update in task.updates:
+        upto = by_id[update.trigger_event_id]
+        seen = {e.interaction.item for e in stream[: upto + 1] if e.entity == update.user}  # type: ignore[union-attr]
+        assert not seen & {item for item, _ in update.items}
+        assert update.event_time >= stream[upto].event_time
+
+
+def test_updates_do_not_depend_on_how_the_stream_is_batched(stream: list[Event]) -> None:
+    config = ProcessorConfig(debounce_seconds=60.0, similar_every=500)
+    alerted = np.zeros(len(stream), bool)
+    one = run(config, stream, alerted, batch=len(stream))
+    many = run(config, stream, alerted, batch=37)
+    assert [u.to_dict() for u in one.updates] == [u.to_dict() for u in many.updates]
+    assert [n.to_dict() for n in one.neighbour_lists] == [n.to_dict() for n in many.neighbour_lists]
+
+
+def test_alerted_interactions_are_gated_and_counted_unless_gating_is_off(stream: list[Event]) -> None:
+    alerted = np.zeros(len(stream), bool)
+    alerted[::10] = True
+    gated = run(ProcessorConfig(), stream, alerted, batch=500)
+    assert gated.gated == 300 and gated.learned == 2700
+    assert gated.model.data.learned == 2700
+    open_ = run(ProcessorConfig(reco_gating=False), stream, alerted, batch=500)
+    assert open_.gated == 0 and open_.learned == 3000
+
+
+def test_neighbour_lists_go_out_every_similar_every_events_for_the_items_learned_since(
+    stream: list[Event],
+) -> None:
+    task = run(ProcessorConfig(similar_every=1000), stream, np.zeros(len(stream), bool), batch=300)
+    assert [n.event_time for n in task.neighbour_lists][:1] == [stream[999].event_time]
+    times = sorted({n.event_time for n in task.neighbour_lists})
+    assert times == [stream[999].event_time, stream[1999].event_time, stream[2999].event_time]
+    first = [n for n in task.neighbour_lists if n.event_time == times[0]]
+    assert {n.item for n in first} == {e.interaction.item for e in stream[:1000]}  # type: ignore[union-attr]
+    assert all(n.neighbours and n.item not in {i for i, _ in n.neighbours} for n in first)
+
+
+def test_low_ratings_are_not_positives_for_implicit_models_but_are_ratings_for_biased_mf() -> None:
+    events = [
+        Event(str(k), f"u{k % 5}", float(k), (), interaction=Interaction(f"u{k % 5}", f"i{k % 7}", rating=r))
+        for k, r in enumerate([5.0, 1.0, 4.0, 2.5, 4.5] * 20)
+    ]
+    implicit = run(ProcessorConfig(), events, np.zeros(100, bool), batch=100)
+    assert implicit.learned == 60
+    explicit = run(ProcessorConfig(reco_model="biased-mf"), events, np.zeros(100, bool), batch=100)
+    assert explicit.learned == 100
+    assert explicit.model.global_mean == pytest.approx(3.4)  # type: ignore[attr-defined]
+
+
+def test_the_decoder_reads_interactions_and_names_what_is_wrong() -> None:
+    decoder = EventDecoder(ProcessorConfig(profile="generic", features=("amount",)))
+    base = {"event_id": 1, "card_id": "c", "ts": 0, "amount": 1.0}
+    event = decoder.from_dict({**base, "user_id": 7, "item_id": "x", "kind": "purchase"})
+    assert event.interaction == Interaction("7", "x", 5.0, None, "purchase")
+    assert decoder.from_dict(base).interaction is None  # no user or item: scored, not learned
+    with pytest.raises(BadRecord, match=r"'kind' is 'like': expected one of view, click"):
+        decoder.from_dict({**base, "user_id": "u", "item_id": "x", "kind": "like"})
+    with pytest.raises(BadRecord, match=r"'item_id' is 3\.5"):
+        decoder.from_dict({**base, "user_id": "u", "item_id": 3.5})
+    with pytest.raises(BadRecord, match="'rating' is 'high'"):
+        decoder.from_dict({**base, "user_id": "u", "item_id": "x", "rating": "high"})
+    off = EventDecoder(ProcessorConfig(profile="generic", features=("amount",), recommend=False))
+    assert off.from_dict({**base, "user_id": "u", "item_id": "x"}).interaction is None
