@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -118,13 +119,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     )
     progress = _Progress(args.events, enabled=not args.quiet)
-    with write_alerts_path(Path(args.alerts_out)) as out:
+    with ExitStack() as files:
+        out = files.enter_context(write_alerts_path(Path(args.alerts_out)))
+        lists = (
+            files.enter_context(
+                write_alerts_path(Path(args.recommendations_out), "recommendations", "--recommendations-out")
+            )
+            if config.recommend
+            else None
+        )
         try:
-            stats = run_embedded(config, values, out, on_batch=progress)
+            stats = run_embedded(config, values, out, on_batch=progress, recommendations_out=lists)
         finally:
             progress.close()
     print(stats.summary())
     print(f"alerts written to {args.alerts_out}")
+    if config.recommend:
+        print(f"recommendation updates written to {args.recommendations_out}")
     return 0
 
 
@@ -489,6 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--users", type=_positive_int, default=500, help="cardholders in the sample (default 500)"
     )
     embedded.add_argument("--alerts-out", default="anomrec-alerts.jsonl", help="JSONL file for alerts")
+    embedded.add_argument(
+        "--recommendations-out",
+        default="anomrec-recommendations.jsonl",
+        help="JSONL file for the recommendation updates",
+    )
     embedded.add_argument("--quiet", action="store_true", help="no progress line")
     kafka = run.add_argument_group("Kafka run")
     kafka.add_argument("--max-events", type=_positive_int, help="stop after this many events")

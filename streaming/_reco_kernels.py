@@ -336,14 +336,14 @@ def bpr_learn(
 ) -> None:
     """BPR: for each positive, ``negatives`` SGD steps on log σ(x_ui − x_uj), j uniform among known items.
 
-    ``n_items[e]`` is the number of items known when event ``e`` arrives. The step is scaled by
-    the event's weight.
+    ``n_items[e]`` is the number of items known when event ``e`` arrives (its own item counts as
+    known: a new item is a valid positive at once). The step is scaled by the event's weight.
     """
     k = P.shape[1]
     for e in range(users.shape[0]):
         u = users[e]
         i = items[e]
-        m = n_items[e]
+        m = max(n_items[e], i + 1)
         step = lr * weights[e]
         for _ in range(negatives):
             if m < 2:
@@ -427,18 +427,6 @@ def biased_mf_learn(
             qi = Q[i, f]
             P[u, f] += lr * (err * qi - reg * pu)
             Q[i, f] += lr * (err * pu - reg * qi)
-
-
-@njit(cache=True)
-def factor_scores(Q: np.ndarray, p: np.ndarray, bias: np.ndarray, out: np.ndarray) -> None:
-    """``out[j] = Q[j] · p + bias[j]`` for every ``j`` in ``out`` (bias may be empty: none)."""
-    k = Q.shape[1]
-    with_bias = bias.shape[0] > 0
-    for j in range(out.shape[0]):
-        s = 0.0
-        for f in range(k):
-            s += Q[j, f] * p[f]
-        out[j] = s + bias[j] if with_bias else s
 
 
 # --------------------------------------------------------------------------------------------------

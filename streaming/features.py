@@ -1500,5 +1500,6 @@ def build_profile(config: ProcessorConfig) -> FeatureProfile:
         options["fields"] = config.features
     elif config.profile == "sensor":
         options["readings"] = config.features
-    # interactions: item_field keeps its default, "item_id", until the settings name the field.
+    elif config.profile == "interactions":
+        options["item_field"] = config.item_field
     return make_profile(config.profile, **options)

@@ -94,30 +94,34 @@ class Interactions:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    def encode_one(self, user: str, item: str) -> tuple[int, int, int]:
+        """:meth:`encode` for one interaction, as plain ints (the per-event fast path)."""
+        u = self.user_index.get(user)
+        if u is None:
+            u = self.user_index[user] = len(self.user_ids)
+            self.user_ids.append(user)
+            self._history.append(np.empty(4, np.int32))
+            self._history_len.append(0)
+        known = len(self.item_ids)
+        i = self.item_index.get(item)
+        if i is None:
+            i = self.item_index[item] = known
+            self.item_ids.append(item)
+        return u, i, known
+
     def encode(self, users: Sequence[str], items: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices of ``users`` and ``items``, adding new ids; also the item count before each event."""
         u = np.empty(len(users), np.int32)
         i = np.empty(len(items), np.int32)
         known = np.empty(len(items), np.int64)
         for e, (user, item) in enumerate(zip(users, items, strict=True)):
-            index = self.user_index.get(user)
-            if index is None:
-                index = self.user_index[user] = len(self.user_ids)
-                self.user_ids.append(user)
-                self._history.append(np.empty(4, np.int32))
-                self._history_len.append(0)
-            u[e] = index
-            known[e] = len(self.item_ids)
-            index = self.item_index.get(item)
-            if index is None:
-                index = self.item_index[item] = len(self.item_ids)
-                self.item_ids.append(item)
-            i[e] = index
+            u[e], i[e], known[e] = self.encode_one(user, item)
         return u, i, known
 
     def record(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
         """Append learned interactions to the users' histories and the plain item counts."""
-        self.counts = _grown(self.counts, self.n_items)
+        if self.n_items > self.counts.shape[0]:
+            self.counts = _grown(self.counts, self.n_items)
         k.popularity_learn(self.counts, items, weights)
         history, lengths = self._history, self._history_len
         for u, i in zip(users.tolist(), items.tolist(), strict=True):
@@ -279,9 +283,10 @@ class _ForwardDecay:
         self.half_life = half_life
         self.t_ref: float | None = None
 
-    def scales(self, times: np.ndarray, rescale: Any) -> np.ndarray:
+    def scaled(self, weights: np.ndarray, times: np.ndarray, rescale: Any) -> np.ndarray:
+        """``weights`` as stored: multiplied by each event's decay multiplier."""
         if self.half_life is None or len(times) == 0:
-            return np.ones(len(times))
+            return weights
         if self.t_ref is None:
             self.t_ref = float(times[0])
         exponent = (times - self.t_ref) / self.half_life
@@ -290,7 +295,7 @@ class _ForwardDecay:
             rescale(2.0 ** (-top))
             self.t_ref += top * self.half_life
             exponent = exponent - top
-        return np.exp2(exponent)
+        return weights * np.exp2(exponent)
 
 
 class Popularity(Model):
@@ -310,7 +315,7 @@ class Popularity(Model):
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray
     ) -> None:
         self._counts = _grown(self._counts, self.data.n_items)
-        k.popularity_learn(self._counts, items, weights * self._decay.scales(times, self._rescale))
+        k.popularity_learn(self._counts, items, self._decay.scaled(weights, times, self._rescale))
 
     def _scores(self, user: int, out: np.ndarray) -> None:
         n = min(out.shape[0], self._counts.shape[0])
@@ -387,7 +392,7 @@ class ItemItem(Model):
             self._recent = _grown(self._recent, n_users, fill=-1)
             self._recent_w = _grown(self._recent_w, n_users)
             self._recent_len = _grown(self._recent_len, n_users)
-        scaled = weights * self._decay.scales(times, self._rescale)
+        scaled = self._decay.scaled(weights, times, self._rescale)
         first = 0
         while first >= 0:
             first = k.cooc_learn(
@@ -506,9 +511,6 @@ class _Factors(Model):
         out[:] = (Q @ Q[item]) / (norms * norms[item])
 
 
-_NO_BIAS = np.zeros(0)
-
-
 class BPR(_Factors):
     """Implicit-feedback matrix factorisation by BPR (Rendle et al. 2009), one SGD pass per event.
 
@@ -531,8 +533,8 @@ class BPR(_Factors):
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray
     ) -> None:
         self._grow()
-        self.bias = _grown(self.bias, self.data.n_items)
-        # An event's own item counts as known: a new item is a valid positive at once.
+        if self.data.n_items > self.bias.shape[0]:
+            self.bias = _grown(self.bias, self.data.n_items)
         k.bpr_learn(
             self._state,
             self.P,
@@ -541,7 +543,7 @@ class BPR(_Factors):
             users,
             items,
             weights,
-            np.maximum(known, items.astype(np.int64) + 1),
+            known,
             self.negatives,
             self.learning_rate,
             self.regularization,
@@ -552,7 +554,8 @@ class BPR(_Factors):
         if user < 0:
             out[:] = self.bias[:n]
         else:
-            k.factor_scores(self.Q, self.P[user], self.bias, out)
+            np.matmul(self.Q[:n], self.P[user], out=out)
+            out += self.bias[:n]
 
 
 class ISGD(_Factors):
@@ -570,7 +573,7 @@ class ISGD(_Factors):
         if user < 0:
             out[:] = 0.0
         else:
-            k.factor_scores(self.Q, self.P[user], _NO_BIAS, out)
+            np.matmul(self.Q[: out.shape[0]], self.P[user], out=out)
 
 
 class BiasedMF(_Factors):

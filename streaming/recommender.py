@@ -89,6 +89,17 @@ class RecoStep:
     below_min_rating: int = 0
 
 
+class _OneEvent:
+    """Reused one-element arrays for learning a single interaction."""
+
+    def __init__(self) -> None:
+        self.users = np.zeros(1, np.int32)
+        self.items = np.zeros(1, np.int32)
+        self.known = np.zeros(1, np.int64)
+        self.weights = np.zeros(1)
+        self.times = np.zeros(1)
+
+
 class RecommenderTask:
     """Learns interactions, gates the alerted ones, and decides which lists to publish.
 
@@ -136,6 +147,7 @@ class RecommenderTask:
         self._touched: dict[int, None] = {}
         self.learned = 0
         self.gated = 0
+        self._one = _OneEvent()
 
     def process(self, events: Sequence[Event], alerted: np.ndarray) -> RecoStep:
         """Learn ``events`` in order (skipping alerted ones when gating) and return what to publish."""
@@ -173,10 +185,13 @@ class RecommenderTask:
         return step
 
     def _learn(self, user: str, item: str, weight: float, t: float) -> None:
-        data = self.model.data
-        u, i, known = data.encode([user], [item])
-        self.model.learn_encoded(u, i, np.array([weight]), np.array([t]), known)
-        self._touched[int(i[0])] = None
+        u, i, known = self.model.data.encode_one(user, item)
+        # One event at a time, through arrays kept for it: the lists published after an event
+        # must reflect exactly the events up to it.
+        one = self._one
+        one.users[0], one.items[0], one.known[0], one.weights[0], one.times[0] = u, i, known, weight, t
+        self.model.learn_encoded(one.users, one.items, one.weights, one.times, one.known)
+        self._touched[i] = None
 
     def _offer(self, user: str, event_id: str, t: float, step: RecoStep) -> None:
         last = self._last_time.get(user)

@@ -401,12 +401,12 @@ def _count_rebalances(stats: RunStats) -> Any:
     return CountRebalances()
 
 
-def write_alerts_path(path: Path) -> IO[bytes]:
-    """Open ``path`` for alerts, creating its folder; a clear error if it cannot be written."""
+def write_alerts_path(path: Path, what: str = "alerts", flag: str = "--alerts-out") -> IO[bytes]:
+    """Open ``path`` for output, creating its folder; a clear error if it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("wb")
     except OSError as exc:
         raise DeliveryError(
-            f"cannot write alerts to {str(path)!r}: {exc.strerror}; pass another --alerts-out"
+            f"cannot write {what} to {str(path)!r}: {exc.strerror}; pass another {flag}"
         ) from None
