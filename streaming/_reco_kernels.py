@@ -17,11 +17,15 @@ import math
 import numpy as np
 from numba import njit
 
+# numba caches compiled code next to this file, keyed by the file, and the cache names the module
+# it was compiled in. Imported under another name (``pytest --doctest-modules streaming/``), the
+# kernels compile without the cache, so that they never leave code the package cannot load.
+_CACHE = __name__ == "anomrec.streaming._reco_kernels"
 # --------------------------------------------------------------------------------------------------
 # random numbers
 
 
-@njit(cache=True, inline="always")
+@njit(cache=_CACHE, inline="always")
 def _next(state: np.ndarray) -> np.uint64:
     x = state[0]
     x ^= x >> np.uint64(12)
@@ -31,19 +35,19 @@ def _next(state: np.ndarray) -> np.uint64:
     return x * np.uint64(0x2545F4914F6CDD1D)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=_CACHE, inline="always")
 def _uniform(state: np.ndarray) -> float:
     """A float in [0, 1)."""
     return float(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=_CACHE, inline="always")
 def _below(state: np.ndarray, n: int) -> int:
     """An int in [0, n)."""
     return int(_uniform(state) * n)
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def init_rows(seed: np.uint64, matrix: np.ndarray, start: int, stop: int, scale: float) -> None:
     """Fill ``matrix[start:stop]`` with uniform noise of standard deviation ``scale``.
 
@@ -66,7 +70,7 @@ def init_rows(seed: np.uint64, matrix: np.ndarray, start: int, stop: int, scale:
 # popularity
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def popularity_learn(counts: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
     for e in range(items.shape[0]):
         counts[items[e]] += weights[e]
@@ -83,12 +87,12 @@ def popularity_learn(counts: np.ndarray, items: np.ndarray, weights: np.ndarray)
 # arrays, because numba unboxes a typed list in microseconds on every call.
 
 
-@njit(cache=True, inline="always")
+@njit(cache=_CACHE, inline="always")
 def _slot(col: int, mask: int) -> int:
     return ((col * 0x9E3779B1) >> 7) & mask
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def _row_add(
     pool_index: np.ndarray,
     pool_cols: np.ndarray,
@@ -141,7 +145,7 @@ def _row_add(
     fill[row] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def _room_needed(row_cap: np.ndarray, fill: np.ndarray, row: int, new_entries: int) -> int:
     """Pool slots that ``new_entries`` more entries in ``row`` may take, at most."""
     cap = row_cap[row]
@@ -152,7 +156,7 @@ def _room_needed(row_cap: np.ndarray, fill: np.ndarray, row: int, new_entries: i
     return needed
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def cooc_learn(
     pool_index: np.ndarray,
     pool_cols: np.ndarray,
@@ -225,7 +229,7 @@ def cooc_learn(
     return -1
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def cooc_compact(
     pool_index: np.ndarray,
     pool_cols: np.ndarray,
@@ -254,7 +258,7 @@ def cooc_compact(
     return end
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def cooc_user_scores(
     pool_cols: np.ndarray,
     pool_vals: np.ndarray,
@@ -294,7 +298,7 @@ def cooc_user_scores(
             out[j] /= math.sqrt(degree[j])
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def cooc_neighbours(
     pool_cols: np.ndarray,
     pool_vals: np.ndarray,
@@ -320,7 +324,7 @@ def cooc_neighbours(
 # matrix factorisation
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def bpr_learn(
     state: np.ndarray,
     P: np.ndarray,
@@ -366,7 +370,7 @@ def bpr_learn(
             bias[j] += step * (-g - reg * bias[j])
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def isgd_learn(
     P: np.ndarray,
     Q: np.ndarray,
@@ -392,7 +396,7 @@ def isgd_learn(
             Q[i, f] += step * (err * pu - reg * qi)
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def biased_mf_learn(
     P: np.ndarray,
     Q: np.ndarray,
@@ -433,13 +437,13 @@ def biased_mf_learn(
 # ranking
 
 
-@njit(cache=True, inline="always")
+@njit(cache=_CACHE, inline="always")
 def _worse(s: float, j: int, t: float, i: int) -> bool:
     """Is item ``j`` scored ``s`` ranked below item ``i`` scored ``t``? (Ties: higher index.)"""
     return s < t or (s == t and j > i)
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def _sift_down(items: np.ndarray, scores: np.ndarray, size: int, j: int, s: float) -> None:
     """Put (j, s) at the root of the min-heap ``items/scores[:size]`` and restore the heap."""
     p = 0
@@ -458,7 +462,7 @@ def _sift_down(items: np.ndarray, scores: np.ndarray, size: int, j: int, s: floa
     scores[p] = s
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def top_n(
     scores: np.ndarray, exclude: np.ndarray, n: int, out_items: np.ndarray, out_scores: np.ndarray
 ) -> int:
@@ -509,7 +513,7 @@ def top_n(
     return size
 
 
-@njit(cache=True)
+@njit(cache=_CACHE)
 def blend(components: np.ndarray, weights: np.ndarray, exclude: np.ndarray, out: np.ndarray) -> None:
     """``out`` = Σ_c weights[c] · (components[c] min-max scaled over the items not excluded).
 
