@@ -151,6 +151,8 @@ class Model:
     """
 
     name: ClassVar[str] = "model"
+    #: Whether :meth:`similar_items` can say anything (popularity alone cannot).
+    has_neighbours: ClassVar[bool] = True
 
     def __init__(self, data: Interactions | None = None) -> None:
         self.data = data if data is not None else Interactions()
@@ -172,7 +174,7 @@ class Model:
 
     def _neighbours(self, item: int, out: np.ndarray) -> None:
         """Write every known item's similarity to ``item`` into ``out`` (0 when unrelated)."""
-        raise NotImplementedError(f"{self.name} has no item neighbours")
+        out[:] = 0.0
 
     # -- the protocol -----------------------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class Model:
     def similar_items(self, item: str, n: int = 10) -> list[tuple[str, float]]:
         """The ``n`` items most similar to ``item``, best first; empty for an unknown item."""
         j = self.data.item_index.get(item)
-        if j is None:
+        if j is None or not self.has_neighbours:
             return []
         out = self._out()
         self._neighbours(j, out)
@@ -302,6 +304,7 @@ class Popularity(Model):
     """Items ranked by time-decayed interaction weight (half-life in seconds; None: no decay)."""
 
     name = "popularity"
+    has_neighbours = False
 
     def __init__(self, data: Interactions | None = None, *, half_life: float | None = None) -> None:
         super().__init__(data)
@@ -686,6 +689,10 @@ class Hybrid(Model):
             if isinstance(model, Popularity):
                 return model.cold_scores()
         return super().cold_scores()
+
+    @property
+    def has_neighbours(self) -> bool:  # type: ignore[override]
+        return any(model.has_neighbours for model in self.components)
 
     def _neighbours(self, item: int, out: np.ndarray) -> None:
         for kind in (ItemItem, _Factors):

@@ -178,7 +178,7 @@ class RecommenderTask:
                     step.learned += 1
                     self._offer(interaction.user, event.event_id, t, step)
             self._events += 1
-            if self._events % cfg.similar_every == 0:
+            if self._events % cfg.similar_every == 0 and self.model.has_neighbours:
                 self._publish_neighbours(t, step)
         self.learned += step.learned
         self.gated += step.gated

@@ -127,3 +127,11 @@ def test_the_decoder_reads_interactions_and_names_what_is_wrong() -> None:
         decoder.from_dict({**base, "user_id": "u", "item_id": "x", "rating": "high"})
     off = EventDecoder(ProcessorConfig(profile="generic", features=("amount",), recommend=False))
     assert off.from_dict({**base, "user_id": "u", "item_id": "x"}).interaction is None
+
+
+def test_a_model_without_neighbours_publishes_lists_but_no_neighbour_lists(stream: list[Event]) -> None:
+    task = run(
+        ProcessorConfig(reco_model="popularity", similar_every=100), stream, np.zeros(len(stream), bool), 500
+    )
+    assert task.updates and task.neighbour_lists == []
+    assert task.model.similar_items("i1") == []
