@@ -133,6 +133,37 @@ class Interactions:
             lengths[u] = n + 1
         self.learned += len(users)
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Ids, histories, counts: plain arrays (no objects), safe to save with ``allow_pickle=False``."""
+        lengths = np.array(self._history_len, np.int64)
+        rows = [row[:n] for row, n in zip(self._history, self._history_len, strict=True)]
+        return {
+            "user_ids": np.array(self.user_ids, dtype=np.str_),
+            "item_ids": np.array(self.item_ids, dtype=np.str_),
+            "history": np.concatenate(rows) if rows else np.empty(0, np.int32),
+            "history_len": lengths,
+            "counts": self.counts[: self.n_items].copy(),
+            "learned": np.array(self.learned, np.int64),
+        }
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace everything with a :meth:`state_arrays`'s contents."""
+        self.user_ids = [str(u) for u in arrays["user_ids"].tolist()]
+        self.item_ids = [str(i) for i in arrays["item_ids"].tolist()]
+        self.user_index = {u: k for k, u in enumerate(self.user_ids)}
+        self.item_index = {i: k for k, i in enumerate(self.item_ids)}
+        lengths = arrays["history_len"].astype(np.int64)
+        if len(lengths) != len(self.user_ids) or int(lengths.sum()) != len(arrays["history"]):
+            raise ConfigError("recommender state is inconsistent: user histories do not match the users")
+        ends = np.cumsum(lengths)
+        self._history = [
+            np.concatenate([arrays["history"][e - n : e].astype(np.int32), np.empty(max(4, n), np.int32)])
+            for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
+        ]
+        self._history_len = lengths.tolist()
+        self.counts = _grown(arrays["counts"].astype(np.float64), max(16, self.n_items))
+        self.learned = int(arrays["learned"])
+
     def seen(self, user: int) -> np.ndarray:
         """The items user ``user`` interacted with (a view: copy before keeping it)."""
         if user < 0:
@@ -153,6 +184,8 @@ class Model:
     name: ClassVar[str] = "model"
     #: Whether :meth:`similar_items` can say anything (popularity alone cannot).
     has_neighbours: ClassVar[bool] = True
+    #: The attributes (arrays and numbers) that make up the model's learned state.
+    _STATE: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data: Interactions | None = None) -> None:
         self.data = data if data is not None else Interactions()
@@ -175,6 +208,55 @@ class Model:
     def _neighbours(self, item: int, out: np.ndarray) -> None:
         """Write every known item's similarity to ``item`` into ``out`` (0 when unrelated)."""
         out[:] = 0.0
+
+    def _settings(self) -> str:
+        """The settings a saved state must have been learned with to be restored here."""
+        return self.name
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """All learned state as named plain arrays (strings and numbers only, a copy).
+
+        ``numpy.savez(path, **model.state_arrays())`` saves it; ``numpy.load(path,
+        allow_pickle=False)`` reads it back without executing anything from the file.
+        """
+        arrays = {f"data.{k}": v for k, v in self.data.state_arrays().items()}
+        arrays.update(self._own_state(""))
+        return arrays
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace all learned state with a :meth:`state_arrays`'s, from a model built alike."""
+        self.data.load_state_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("data.")})
+        self._load_own(arrays, "")
+
+    def _own_state(self, prefix: str) -> dict[str, np.ndarray]:
+        arrays = {prefix + "settings": np.array(self._settings(), dtype=np.str_)}
+        for attr in self._STATE:
+            arrays[prefix + attr] = np.array(getattr(self, attr), copy=True)
+        decay = getattr(self, "_decay", None)
+        if decay is not None:
+            arrays[prefix + "decay_t_ref"] = np.array(np.nan if decay.t_ref is None else decay.t_ref)
+        return arrays
+
+    def _load_own(self, arrays: dict[str, np.ndarray], prefix: str) -> None:
+        saved = str(arrays.get(prefix + "settings", "?"))
+        if saved != self._settings():
+            raise ConfigError(
+                f"recommender state was learned by {saved!r}, not {self._settings()!r}: restore it into "
+                "a model with those settings, or start this one afresh"
+            )
+        for attr in self._STATE:
+            current = getattr(self, attr)
+            value = arrays[prefix + attr]
+            if isinstance(current, np.ndarray):
+                setattr(self, attr, value.astype(current.dtype, copy=True))
+            else:
+                setattr(self, attr, type(current)(value))
+        decay = getattr(self, "_decay", None)
+        if decay is not None:
+            t_ref = float(arrays[prefix + "decay_t_ref"])
+            decay.t_ref = None if math.isnan(t_ref) else t_ref
 
     # -- the protocol -----------------------------------------------------------------------------
 
@@ -305,11 +387,15 @@ class Popularity(Model):
 
     name = "popularity"
     has_neighbours = False
+    _STATE = ("_counts",)
 
     def __init__(self, data: Interactions | None = None, *, half_life: float | None = None) -> None:
         super().__init__(data)
         self._decay = _ForwardDecay(half_life)
         self._counts = np.zeros(16)
+
+    def _settings(self) -> str:
+        return f"popularity(half_life={self._decay.half_life})"
 
     def _rescale(self, factor: float) -> None:
         self._counts *= factor
@@ -344,6 +430,19 @@ class ItemItem(Model):
     """
 
     name = "itemitem"
+    _STATE = (
+        "_pool_index",
+        "_pool_cols",
+        "_pool_vals",
+        "_pool_end",
+        "_row_start",
+        "_row_cap",
+        "_fill",
+        "_degree",
+        "_recent",
+        "_recent_w",
+        "_recent_len",
+    )
 
     def __init__(
         self,
@@ -376,6 +475,12 @@ class ItemItem(Model):
         self._recent = np.full((16, self.window), -1, np.int32)
         self._recent_w = np.zeros((16, self.window))
         self._recent_len = np.zeros(16, np.int64)
+
+    def _settings(self) -> str:
+        return (
+            f"itemitem(window={self.window}, pair_decay={self.pair_decay}, history={self.history}, "
+            f"recency_decay={self.recency_decay}, half_life={self._decay.half_life})"
+        )
 
     def _rescale(self, factor: float) -> None:
         self._pool_vals[: self._pool_end[0]] *= factor
@@ -494,6 +599,14 @@ class _Factors(Model):
         self._users = 0
         self._items = 0
 
+    _STATE: ClassVar[tuple[str, ...]] = ("P", "Q", "_state", "_users", "_items")
+
+    def _settings(self) -> str:
+        return (
+            f"{self.name}(factors={self.factors}, learning_rate={self.learning_rate}, "
+            f"regularization={self.regularization}, init_scale={self.init_scale}, seed={int(self._seed)})"
+        )
+
     def _grow(self) -> None:
         n_users, n_items = self.data.n_users, self.data.n_items
         if n_users > self._users:
@@ -523,6 +636,7 @@ class BPR(_Factors):
     """
 
     name = "bpr"
+    _STATE = (*_Factors._STATE, "bias")
 
     def __init__(self, data: Interactions | None = None, *, negatives: int = 1, **options: Any) -> None:
         """``options``: ``factors``, ``learning_rate``, ``regularization``, ``init_scale``, ``seed``."""
@@ -531,6 +645,9 @@ class BPR(_Factors):
             raise ConfigError(f"negatives={negatives} must be at least 1")
         self.negatives = int(negatives)
         self.bias = np.zeros(16)
+
+    def _settings(self) -> str:
+        return super()._settings()[:-1] + f", negatives={self.negatives})"
 
     def _learn(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray
@@ -583,6 +700,7 @@ class BiasedMF(_Factors):
     """Explicit ratings: r̂ = μ + b_u + b_i + p_u · q_i, one SGD step per rating (the weight)."""
 
     name = "biased-mf"
+    _STATE = (*_Factors._STATE, "user_bias", "item_bias", "_moments")
 
     def __init__(
         self,
@@ -668,6 +786,28 @@ class Hybrid(Model):
         self.components = [model for model, _ in components]
         self.weights = np.array([w for _, w in components], np.float64)
         self._stack = np.zeros((len(self.components), 16))
+
+    def _settings(self) -> str:
+        parts = ", ".join(
+            f"{m._settings()}: {w}" for m, w in zip(self.components, self.weights.tolist(), strict=True)
+        )
+        return f"hybrid({parts})"
+
+    def _own_state(self, prefix: str) -> dict[str, np.ndarray]:
+        arrays = {prefix + "settings": np.array(self._settings(), dtype=np.str_)}
+        for c, model in enumerate(self.components):
+            arrays.update(model._own_state(f"{prefix}c{c}."))
+        return arrays
+
+    def _load_own(self, arrays: dict[str, np.ndarray], prefix: str) -> None:
+        saved = str(arrays.get(prefix + "settings", "?"))
+        if saved != self._settings():
+            raise ConfigError(
+                f"recommender state was learned by {saved!r}, not {self._settings()!r}: restore it into "
+                "a model with those settings, or start this one afresh"
+            )
+        for c, model in enumerate(self.components):
+            model._load_own(arrays, f"{prefix}c{c}.")
 
     def _learn(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray

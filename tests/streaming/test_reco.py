@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +256,39 @@ def test_models_built_on_another_id_space_are_refused_and_bad_settings_named() -
         ItemItem(recency_decay=1.5)
     with pytest.raises(ConfigError, match="hybrid weights name"):
         build_model("hybrid", hybrid_weights={"svd": 1.0})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_restored_model_carries_on_exactly_as_the_original(
+    name: str, stream: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    """Learn half, save to .npz (no pickle), restore into a fresh model, learn the rest in both."""
+    users, items = (list(x) for x in zip(*stream, strict=True))
+    times = np.arange(len(users)) * 600.0
+    weights = np.where(np.arange(len(users)) % 3 == 0, 5.0, 1.0)
+    half = len(users) // 2
+    original = build_model(name, half_life=86_400.0)
+    original.learn_many(users[:half], items[:half], weights[:half], times[:half])
+    np.savez(tmp_path / "state.npz", **original.state_arrays())
+    with np.load(tmp_path / "state.npz", allow_pickle=False) as saved:
+        arrays = dict(saved)
+    restored = build_model(name, half_life=86_400.0)
+    restored.load_state_arrays(arrays)
+    for model in (original, restored):
+        model.learn_many(users[half:], items[half:], weights[half:], times[half:])
+    for user in ("u0", "u3", "u17", "nobody"):
+        assert restored.rank(user, 10) == original.rank(user, 10)
+    assert restored.similar_items("i5", 5) == original.similar_items("i5", 5)
+    after, before = restored.state_arrays(), original.state_arrays()
+    assert after.keys() == before.keys()
+    for key in before:
+        assert np.array_equal(after[key], before[key]), key
+
+
+def test_state_from_a_model_with_other_settings_is_refused(stream: list[tuple[str, str]]) -> None:
+    model = ItemItem(window=10)
+    model.learn_many(["a", "a"], ["x", "y"])
+    with pytest.raises(ConfigError, match=r"learned by 'itemitem\(window=10.*not 'itemitem\(window=50"):
+        ItemItem().load_state_arrays(model.state_arrays())
+    with pytest.raises(ConfigError, match="learned by 'hybrid"):
+        build_model("hybrid", factors=12).load_state_arrays(build_model("hybrid").state_arrays())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
@@ -135,3 +136,22 @@ def test_a_model_without_neighbours_publishes_lists_but_no_neighbour_lists(strea
     )
     assert task.updates and task.neighbour_lists == []
     assert task.model.similar_items("i1") == []
+
+
+def test_a_restored_task_publishes_exactly_what_an_uninterrupted_one_does(stream: list[Event]) -> None:
+    config = ProcessorConfig(debounce_seconds=90.0, similar_every=700)
+    alerted = np.zeros(len(stream), bool)
+    alerted[::13] = True
+    whole = run(config, stream, alerted, batch=250)
+
+    first = RecommenderTask(config)
+    head = first.process(stream[:1234], alerted[:1234])
+    arrays, meta = first.snapshot()
+    second = RecommenderTask(config)
+    second.restore(dict(arrays), json.loads(json.dumps(meta)))  # through JSON, as a checkpoint would
+    tail = second.process(stream[1234:], alerted[1234:])
+    assert [u.to_dict() for u in head.updates + tail.updates] == [u.to_dict() for u in whole.updates]
+    assert [n.to_dict() for n in head.neighbours + tail.neighbours] == [
+        n.to_dict() for n in whole.neighbour_lists
+    ]
+    assert (second.learned, second.gated) == (whole.learned, whole.gated)
