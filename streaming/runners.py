@@ -251,8 +251,7 @@ class KafkaRunner:
         producer = KafkaProducer(
             bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
         )
-        if cfg.recommend:
-            ensure_compacted_topic(cfg.bootstrap_servers or "", cfg.similar_items_topic, self.client_options)
+        ensure_output_topics(cfg, self.client_options)
         consumer.subscribe([cfg.input_topic], listener=_count_rebalances(self.stats))
         log.info("consuming %s as group %s from %s", cfg.input_topic, cfg.group_id, cfg.bootstrap_servers)
         idle_since = time.monotonic()
@@ -352,35 +351,49 @@ class KafkaRunner:
         consumer.resume(*[tp for tp in assigned if tp.partition not in held])
 
 
-def ensure_compacted_topic(bootstrap_servers: str, topic: str, client_options: Mapping[str, Any]) -> None:
-    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists (then leave it as it is).
+def ensure_output_topics(config: ProcessorConfig, client_options: Mapping[str, Any]) -> list[str]:
+    """Create the output topics that do not exist yet; returns the ones created.
 
-    The similar-items topic is keyed by item and only the latest list of each item matters, so
-    compaction keeps it small however long the processor runs.
+    Alerts and recommendation updates get as many partitions as the input topic (one if it does
+    not exist either). The similar-items topic is keyed by item and only each item's latest list
+    matters, so it is created compacted (``cleanup.policy=compact``). Topics that exist are left
+    as they are. A broker that refuses to create one is a :class:`ConfigError` naming the topic.
     """
     from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415 - kept off the embedded path
-    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+    from kafka.errors import KafkaError, TopicAlreadyExistsError  # noqa: PLC0415
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
+    wanted: dict[str, dict[str, str]] = {config.alerts_topic: {}}
+    if config.recommend:
+        wanted[config.recommendations_topic] = {}
+        wanted[config.similar_items_topic] = {"cleanup.policy": "compact"}
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers, **client_options)
+    created = []
     try:
-        if topic in admin.list_topics():
-            return
-        try:
-            admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        num_partitions=1,
-                        replication_factor=-1,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                ]
+        existing = set(admin.list_topics())
+        partitions = 1
+        if config.input_topic in existing:
+            (described,) = admin.describe_topics([config.input_topic])
+            partitions = max(1, len(described.get("partitions", [])))
+        for topic, settings in wanted.items():
+            if topic in existing:
+                continue
+            count = 1 if settings else partitions
+            try:
+                admin.create_topics([NewTopic(topic, count, -1, topic_configs=settings)])
+            except TopicAlreadyExistsError:
+                continue
+            except KafkaError as exc:
+                raise ConfigError(
+                    f"output topic {topic!r} does not exist and the broker refused to create it ({exc!r}): "
+                    "create it, or let this client create topics"
+                ) from None
+            created.append(topic)
+            log.info(
+                "created output topic %s (%d partitions%s)", topic, count, ", compacted" if settings else ""
             )
-            log.info("created compacted topic %s", topic)
-        except TopicAlreadyExistsError:
-            pass
     finally:
         admin.close()
+    return created
 
 
 def _count_rebalances(stats: RunStats) -> Any:

@@ -3,7 +3,8 @@
 Interactions go into a topic, the processor runs as a user runs it (a subprocess), and the
 recommendations topic is read back: one message per refreshed list, keyed by user, at most one per
 user per debounce interval of event time, never listing an item the user already had, in the
-documented schema. The similar-items topic is created compacted and keyed by item.
+documented schema. The processor creates both output topics: recommendations with the input's
+partition count, similar-items compacted and keyed by item.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def epoch(text: str) -> float:
 def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_lists(
     kafka_bootstrap: str, fresh_topic: Callable[..., str]
 ) -> None:
-    events_topic = fresh_topic("interactions")
-    recommendations_topic = fresh_topic("recommendations")
+    events_topic = fresh_topic("interactions", partitions=2)
     alerts_topic = fresh_topic("alerts")
-    similar_topic = f"similar-{events_topic}"  # the processor creates this one itself
+    # The processor creates these two itself; the test deletes them at the end.
+    recommendations_topic = f"recommendations-{events_topic}"
+    similar_topic = f"similar-{events_topic}"
     docs = generate_interactions(N_EVENTS, seed=11, n_users=80, n_items=400)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     for doc in docs:
@@ -138,9 +140,11 @@ def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, similar_topic)])
-        admin.delete_topics([similar_topic])
+        (created,) = admin.describe_topics([recommendations_topic])
+        admin.delete_topics([similar_topic, recommendations_topic])
     finally:
         admin.close()
+    assert len(created["partitions"]) == 2
     # {resource type: {name: {config key: {config data}}}}; Modified (non-default) keys only.
     (configs,) = (by_name[similar_topic] for by_name in described.values())
     assert "compact" in str(configs["cleanup.policy"]), configs

@@ -64,6 +64,8 @@ def test_slow_fit_keeps_the_group_and_the_alerts(
         bootstrap_servers=kafka_bootstrap,
         input_topic=events_topic,
         alerts_topic=alerts_topic,
+        recommendations_topic=fresh_topic("recommendations"),
+        similar_items_topic=fresh_topic("similar"),
         group_id=f"slow-fit-{events_topic}",
         max_poll_records=100,
         **settings,  # type: ignore[arg-type]
