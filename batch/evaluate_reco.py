@@ -165,6 +165,7 @@ def run_prequential(
     recommended: set[int] = set()
     rank_seconds = 0.0
     one = np.ones(1)
+    u1, i1, known1, t1 = np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1)
     clock = time.perf_counter
     started = clock()
     for e in range(warm, n):
@@ -179,8 +180,9 @@ def run_prequential(
             if target in ranked:
                 hits += 1
                 dcg += 1.0 / math.log2(ranked.index(target) + 2)
-        u, i, known = data.encode([user], [item])
-        model.learn_encoded(u, i, one, times[e : e + 1], known)
+        u1[0], i1[0], known1[0] = data.encode_one(user, item)
+        t1[0] = times[e]
+        model.learn_encoded(u1, i1, one, t1, known1)
     seconds = clock() - started
     return RecoMetrics(
         name=name or model.name,
