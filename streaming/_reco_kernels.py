@@ -514,46 +514,99 @@ def top_n(
 
 
 @njit(cache=_CACHE)
+def _scaling(
+    components: np.ndarray, weights: np.ndarray, excluded: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per component: the offset and factor that map its candidates' scores onto [0, weight].
+
+    A component with weight 0, or constant over the candidates, gets factor 0 (it adds nothing).
+    """
+    n_comp, n_items = components.shape
+    lo = np.zeros(n_comp)
+    scale = np.zeros(n_comp)
+    for c in range(n_comp):
+        if weights[c] == 0.0:
+            continue
+        row = components[c]
+        low = np.inf
+        high = -np.inf
+        for j in range(n_items):
+            if not excluded[j]:
+                v = row[j]
+                low = min(low, v)
+                high = max(high, v)
+        if high > low:
+            lo[c] = low
+            scale[c] = weights[c] / (high - low)
+    return lo, scale
+
+
+@njit(cache=_CACHE)
+def _mask(n_items: int, exclude: np.ndarray) -> np.ndarray:
+    excluded = np.zeros(n_items, np.bool_)
+    for t in range(exclude.shape[0]):
+        excluded[exclude[t]] = True
+    return excluded
+
+
+@njit(cache=_CACHE)
 def blend(components: np.ndarray, weights: np.ndarray, exclude: np.ndarray, out: np.ndarray) -> None:
     """``out`` = Σ_c weights[c] · (components[c] min-max scaled over the items not excluded).
 
     A component that is constant over the candidates contributes nothing.
     """
-    n = out.shape[0]
-    out[:] = 0.0
-    for c in range(components.shape[0]):
-        w = weights[c]
-        if w == 0.0:
+    lo, scale = _scaling(components, weights, _mask(out.shape[0], exclude))
+    for j in range(out.shape[0]):
+        s = 0.0
+        for c in range(components.shape[0]):
+            if scale[c] != 0.0:
+                s += (components[c, j] - lo[c]) * scale[c]
+        out[j] = s
+
+
+@njit(cache=_CACHE)
+def blend_top_n(
+    components: np.ndarray,
+    weights: np.ndarray,
+    exclude: np.ndarray,
+    n: int,
+    out_items: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:
+    """:func:`blend` then :func:`top_n` in one pass, with the same results to the last bit.
+
+    The blended score of each candidate is summed in the same order as :func:`blend` sums it, and
+    goes straight into the heap instead of an array.
+    """
+    n_comp, n_items = components.shape
+    excluded = _mask(n_items, exclude)
+    lo, scale = _scaling(components, weights, excluded)
+    size = 0
+    for j in range(n_items):
+        if excluded[j]:
             continue
-        row = components[c]
-        # Excluded items take a candidate's value while min and max are found, then get theirs back.
-        saved = np.empty(exclude.shape[0], np.float64)
-        stand_in = np.nan
-        for j in range(n):
-            stand_in = row[j]
-            break
-        for t in range(exclude.shape[0]):
-            saved[t] = row[exclude[t]]
-        for t in range(exclude.shape[0]):
-            row[exclude[t]] = np.nan
-        for j in range(n):
-            if not math.isnan(row[j]):
-                stand_in = row[j]
-                break
-        for t in range(exclude.shape[0]):
-            row[exclude[t]] = stand_in
-        lo = row[0] if n else 0.0
-        hi = lo
-        for j in range(n):
-            s = row[j]
-            if s < lo:
-                lo = s
-            elif s > hi:
-                hi = s
-        for t in range(exclude.shape[0] - 1, -1, -1):
-            row[exclude[t]] = saved[t]
-        if not hi > lo:
-            continue
-        scale = w / (hi - lo)
-        for j in range(n):
-            out[j] += (row[j] - lo) * scale
+        s = 0.0
+        for c in range(n_comp):
+            if scale[c] != 0.0:
+                s += (components[c, j] - lo[c]) * scale[c]
+        if size < n:
+            p = size
+            size += 1
+            while p > 0:
+                parent = (p - 1) // 2
+                if _worse(out_scores[parent], out_items[parent], s, j):
+                    break
+                out_items[p] = out_items[parent]
+                out_scores[p] = out_scores[parent]
+                p = parent
+            out_items[p] = j
+            out_scores[p] = s
+        elif s > out_scores[0]:
+            _sift_down(out_items, out_scores, size, j, s)
+    for end in range(size - 1, 0, -1):
+        worst_i = out_items[0]
+        worst_s = out_scores[0]
+        _sift_down(out_items, out_scores, end, out_items[end], out_scores[end])
+        out_items[end] = worst_i
+        out_scores[end] = worst_s
+    return size

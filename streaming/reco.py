@@ -815,14 +815,28 @@ class Hybrid(Model):
         for model in self.components:
             model._learn(users, items, weights, times, known)
 
-    def _scores(self, user: int, out: np.ndarray) -> None:
-        n = out.shape[0]
+    def _component_scores(self, user: int, n: int) -> np.ndarray:
         if self._stack.shape[1] < n:
             self._stack = np.zeros((len(self.components), max(n, 2 * self._stack.shape[1])))
         stack = self._stack[:, :n]
         for c, model in enumerate(self.components):
             model._scores(user, stack[c])
+        return stack
+
+    def _scores(self, user: int, out: np.ndarray) -> None:
+        stack = self._component_scores(user, out.shape[0])
         k.blend(stack, self.weights, self.data.seen(user), out)
+
+    def rank_index(self, user: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`Model.rank_index`; blending and selection happen in one compiled pass."""
+        if user < 0:
+            return super().rank_index(user, n)
+        stack = self._component_scores(user, self.data.n_items)
+        if self._top_items.shape[0] < n:
+            self._top_items = np.zeros(n, np.int64)
+            self._top_scores = np.zeros(n)
+        m = k.blend_top_n(stack, self.weights, self.data.seen(user), n, self._top_items, self._top_scores)
+        return self._top_items[:m].copy(), self._top_scores[:m].copy()
 
     def cold_scores(self) -> np.ndarray:
         for model in self.components:

@@ -292,3 +292,16 @@ def test_state_from_a_model_with_other_settings_is_refused(stream: list[tuple[st
         ItemItem().load_state_arrays(model.state_arrays())
     with pytest.raises(ConfigError, match="learned by 'hybrid"):
         build_model("hybrid", factors=12).load_state_arrays(build_model("hybrid").state_arrays())
+
+
+def test_the_hybrids_one_pass_ranking_equals_blending_then_selecting(stream: list[tuple[str, str]]) -> None:
+    model = build_model("hybrid")
+    users, items = zip(*stream, strict=True)
+    model.learn_many(list(users), list(items))
+    for user in range(0, model.data.n_users, 7):
+        fast_items, fast_scores = model.rank_index(user, 10)
+        scores = model.scores_of(user).copy()
+        out_i, out_s = np.zeros(10, np.int64), np.zeros(10)
+        m = kernels.top_n(scores, model.data.seen(user), 10, out_i, out_s)
+        assert fast_items.tolist() == out_i[:m].tolist()
+        assert fast_scores.tolist() == out_s[:m].tolist()  # to the last bit
