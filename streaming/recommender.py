@@ -87,6 +87,7 @@ class RecoStep:
     learned: int = 0
     gated: int = 0
     below_min_rating: int = 0
+    not_interactions: int = 0
 
 
 class _OneEvent:
@@ -194,24 +195,21 @@ class RecommenderTask:
                 self._stream_time = t
                 self._release(step)
             interaction = event.interaction
-            if interaction is not None:
-                if flagged and cfg.reco_gating:
-                    step.gated += 1
-                elif (
-                    interaction.rating is not None
-                    and not self.explicit
-                    and interaction.rating < cfg.min_rating
-                ):
-                    step.below_min_rating += 1
-                else:
-                    weight = (
-                        interaction.rating
-                        if self.explicit and interaction.rating is not None
-                        else interaction.weight
-                    )
-                    self._learn(interaction.user, interaction.item, weight, t)
-                    step.learned += 1
-                    self._offer(interaction.user, event.event_id, t, step)
+            if interaction is None:
+                step.not_interactions += 1  # no user or no item: scored for anomalies only
+            elif flagged and cfg.reco_gating:
+                step.gated += 1
+            elif interaction.rating is not None and not self.explicit and interaction.rating < cfg.min_rating:
+                step.below_min_rating += 1
+            else:
+                weight = (
+                    interaction.rating
+                    if self.explicit and interaction.rating is not None
+                    else interaction.weight
+                )
+                self._learn(interaction.user, interaction.item, weight, t)
+                step.learned += 1
+                self._offer(interaction.user, event.event_id, t, step)
             self._events += 1
             if self._events % cfg.similar_every == 0 and self.model.has_neighbours:
                 self._publish_neighbours(t, step)

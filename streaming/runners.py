@@ -43,6 +43,7 @@ class RunStats:
     interactions_learned: int = 0
     interactions_gated: int = 0
     below_min_rating: int = 0
+    not_interactions: int = 0
     recommendations: int = 0
     neighbour_lists: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -52,6 +53,7 @@ class RunStats:
         self.interactions_learned += reco.learned
         self.interactions_gated += reco.gated
         self.below_min_rating += reco.below_min_rating
+        self.not_interactions += reco.not_interactions
         self.recommendations += len(reco.updates)
         self.neighbour_lists += len(reco.neighbours)
 
@@ -92,13 +94,22 @@ class RunStats:
                 f"recall      {self.recall or 0.0:>9.3f}   "
                 f"({self.true_alerts:,} of {self.labelled_anomalies:,} labelled anomalies alerted)",
             ]
-        if self.interactions_learned or self.interactions_gated or self.below_min_rating:
+        if (
+            self.interactions_learned
+            or self.interactions_gated
+            or self.below_min_rating
+            or self.not_interactions
+        ):
             lines += [
                 f"learned     {self.interactions_learned:>9,}   interactions",
                 f"gated       {self.interactions_gated:>9,}   interactions not learned: the event alerted",
             ]
             if self.below_min_rating:
                 lines.append(f"low ratings {self.below_min_rating:>9,}   below min_rating, not learned")
+            if self.not_interactions:
+                lines.append(
+                    f"no item     {self.not_interactions:>9,}   events without a user or an item, not learned"
+                )
             lines.append(
                 f"lists       {self.recommendations:>9,}   recommendation updates, "
                 f"{self.neighbour_lists:,} neighbour lists"
@@ -138,7 +149,7 @@ def decode_one(
 
 def run_embedded(
     config: ProcessorConfig,
-    values: Iterable[bytes],
+    values: Iterable[bytes | None],
     alerts_out: IO[bytes],
     *,
     batch_size: int = 500,
@@ -146,6 +157,8 @@ def run_embedded(
     recommendations_out: IO[bytes] | None = None,
 ) -> RunStats:
     """Run the core over ``values`` in process, writing one JSON alert per line to ``alerts_out``.
+
+    A None value (a tombstone) is counted as a bad record, as the Kafka runner counts it.
 
     ``on_batch(stats, n)`` is called after each batch of ``n`` records (progress display).
     Recommendation updates go, one JSON object per line, to ``recommendations_out`` if given.

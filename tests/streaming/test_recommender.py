@@ -155,3 +155,10 @@ def test_a_restored_task_publishes_exactly_what_an_uninterrupted_one_does(stream
         n.to_dict() for n in whole.neighbour_lists
     ]
     assert (second.learned, second.gated) == (whole.learned, whole.gated)
+
+
+def test_events_without_a_user_or_item_are_counted_not_learned() -> None:
+    events = [Event(str(k), "c", float(k), (), interaction=None) for k in range(5)]
+    events.append(Event("5", "u", 5.0, (), interaction=Interaction("u", "x")))
+    step = RecommenderTask(ProcessorConfig()).process(events, np.zeros(6, bool))
+    assert (step.not_interactions, step.learned) == (5, 1)
