@@ -11,6 +11,8 @@ Subcommands:
   or to a topic.
 - ``evaluate anomalies``: the prequential evaluation of every detector and the ensemble on a
   built-in data set or a labelled CSV; prints a table and writes JSON.
+- ``record``: copies a topic's records (keys, headers, timestamps, partitions) to a recording file.
+- ``replay``: produces a recording into a topic, as fast as possible or at the original pace.
 - ``evaluate recommendations``: the prequential evaluation (rank first, then learn) of the
   recommenders on MovieLens or a CSV of interactions; prints a table and writes JSON.
 """
@@ -24,10 +26,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -40,6 +43,7 @@ from anomrec.localkafka import add_arguments as add_broker_arguments
 from anomrec.localkafka import serve
 from anomrec.streaming.config import ProcessorConfig, parse_bool
 from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError
+from anomrec.streaming.recording import RecordedRecord, RecordingWriter, read_header, read_recording
 from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
 from anomrec.streaming.sample import (
     BOT_BURST,
@@ -105,20 +109,33 @@ class _Progress:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
-    if config.bootstrap_servers:
-        return _run_kafka(config, args)
-    print(
-        f"anomrec {__version__}: no broker configured, running embedded on {args.events:,} sample card "
-        f"transactions (seed {args.sample_seed}); alerts go to {args.alerts_out}",
-        file=sys.stderr,
-    )
-    values = (
-        orjson.dumps(e)
-        for e in generate_transactions(
-            args.events, seed=args.sample_seed, fraud_rate=args.anomaly_rate, n_users=args.users
+    values: Iterable[bytes | None]
+    damaged: list[ConfigError] = []
+    if args.source is not None:
+        header = read_header(args.source)
+        print(
+            f"anomrec {__version__}: running embedded on the recording {args.source} of topic "
+            f"{header.topic} (recorded {header.recorded_at}); alerts go to {args.alerts_out}",
+            file=sys.stderr,
         )
-    )
-    progress = _Progress(args.events, enabled=not args.quiet)
+        values = _recorded_values(args.source, damaged)
+        total = None
+    elif config.bootstrap_servers:
+        return _run_kafka(config, args)
+    else:
+        print(
+            f"anomrec {__version__}: no broker configured, running embedded on {args.events:,} sample "
+            f"card transactions (seed {args.sample_seed}); alerts go to {args.alerts_out}",
+            file=sys.stderr,
+        )
+        values = (
+            orjson.dumps(e)
+            for e in generate_transactions(
+                args.events, seed=args.sample_seed, fraud_rate=args.anomaly_rate, n_users=args.users
+            )
+        )
+        total = args.events
+    progress = _Progress(total, enabled=not args.quiet)
     with ExitStack() as files:
         out = files.enter_context(write_alerts_path(Path(args.alerts_out)))
         lists = (
@@ -136,7 +153,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"alerts written to {args.alerts_out}")
     if config.recommend:
         print(f"recommendation updates written to {args.recommendations_out}")
+    if damaged:
+        raise ConfigError(f"{damaged[0]}; the records before it were processed")
     return 0
+
+
+def _recorded_values(path: str, damaged: list[ConfigError]) -> Iterator[bytes | None]:
+    """The record values of a recording; a damaged line ends them, its error kept in ``damaged``."""
+    try:
+        for record in read_recording(path):
+            yield record.value
+    except ConfigError as exc:
+        damaged.append(exc)
 
 
 def _run_kafka(config: ProcessorConfig, args: argparse.Namespace) -> int:
@@ -505,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="anomrec-recommendations.jsonl",
         help="JSONL file for the recommendation updates",
     )
+    embedded.add_argument(
+        "--source",
+        metavar="FILE",
+        help="run embedded on the record values of a recording (anomrec record) instead of the sample, "
+        "whatever broker is configured",
+    )
     embedded.add_argument("--quiet", action="store_true", help="no progress line")
     kafka = run.add_argument_group("Kafka run")
     kafka.add_argument("--max-events", type=_positive_int, help="stop after this many events")
@@ -589,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     gen.set_defaults(func=cmd_generate)
+
+    _record_parser(sub)
+    _replay_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="evaluate models on labelled data, prequentially")
     what = evaluate.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -683,6 +720,334 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reco.set_defaults(func=cmd_evaluate_recommendations)
     return parser
+
+
+@contextmanager
+def _stop_on_signals(what: str) -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs; the previous handlers come back after."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _bar(total: int | None, enabled: bool, unit: str = " rec") -> Any:
+    from tqdm import tqdm  # noqa: PLC0415 - only the progress line needs it
+
+    return tqdm(total=total, unit=unit, unit_scale=True, disable=not enabled, dynamic_ncols=True)
+
+
+def _servers(args: argparse.Namespace) -> str:
+    servers = (args.bootstrap_servers or os.environ.get("ANOMREC_BOOTSTRAP_SERVERS", "")).strip()
+    if not servers:
+        raise ConfigError(
+            f"{args.command} needs a broker: pass --bootstrap-servers HOST:PORT or set "
+            "ANOMREC_BOOTSTRAP_SERVERS"
+        )
+    return servers
+
+
+def _start_at(raw: str) -> str | int:
+    """``earliest``, ``latest``, or an ISO 8601 time as epoch milliseconds (UTC when no zone given)."""
+    if raw in ("earliest", "latest"):
+        return raw
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: expected earliest, latest or an ISO 8601 time such as 2026-01-01T12:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(milliseconds=1)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - only the Kafka commands need the client
+    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+    servers = _servers(args)
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds={args.max_seconds}: expected a number of seconds > 0")
+    try:
+        # read_committed: the recording holds what a consumer of the topic sees, not aborted writes.
+        consumer = KafkaConsumer(
+            bootstrap_servers=servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            client_id="anomrec-record",
+        )
+    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+        raise ConfigError(
+            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
+            "the broker is up"
+        ) from None
+    started = time.monotonic()
+    reason = "reached the end of every partition"
+    try:
+        partitions = sorted(consumer.partitions_for_topic(args.topic))
+        if not partitions:
+            raise ConfigError(f"topic {args.topic!r} does not exist at {servers!r}: check its name")
+        tps = [TopicPartition(args.topic, p) for p in partitions]
+        consumer.assign(tps)
+        end = consumer.end_offsets(tps)
+        if args.start == "earliest":
+            start = consumer.beginning_offsets(tps)
+        elif args.start == "latest":
+            start = dict(end)
+        else:
+            found = consumer.offsets_for_times(dict.fromkeys(tps, args.start))
+            start = {tp: end[tp] if found.get(tp) is None else found[tp].offset for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, start[tp])
+        total: int | None = sum(max(0, end[tp] - start[tp]) for tp in tps) if args.until_end else None
+        if args.max_records is not None:
+            total = args.max_records if total is None else min(total, args.max_records)
+        deadline = None if args.max_seconds is None else started + args.max_seconds
+        # Partitions still short of the end offset they had when the recording started.
+        pending = set(tps) if args.until_end else None
+        with (
+            _stop_on_signals("writing what was recorded and stopping") as stop,
+            RecordingWriter(args.out, topic=args.topic, partitions=len(tps)) as writer,
+        ):
+            bar = _bar(total, enabled=not args.quiet)
+            try:
+                while True:
+                    if stop.is_set():
+                        reason = "interrupted"
+                        break
+                    if pending is not None:
+                        done = [tp for tp in pending if consumer.position(tp) >= end[tp]]
+                        if done:
+                            pending.difference_update(done)
+                            consumer.pause(*done)
+                        if not pending:
+                            break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        reason = f"--max-seconds {args.max_seconds:g} passed"
+                        break
+                    if args.max_records is not None and writer.records_ >= args.max_records:
+                        reason = f"--max-records {args.max_records:,} recorded"
+                        break
+                    polled = consumer.poll(timeout_ms=200)
+                    for tp, records in polled.items():
+                        for r in records:
+                            if pending is not None and r.offset >= end[tp]:
+                                continue
+                            if args.max_records is not None and writer.records_ >= args.max_records:
+                                break
+                            writer.add(
+                                RecordedRecord(
+                                    partition=tp.partition,
+                                    offset=r.offset,
+                                    timestamp=r.timestamp
+                                    if r.timestamp is not None and r.timestamp >= 0
+                                    else None,
+                                    key=r.key,
+                                    value=r.value,
+                                    headers=tuple((name, value) for name, value in r.headers or ()),
+                                )
+                            )
+                            bar.update(1)
+            finally:
+                bar.close()
+            recorded = writer.records_
+    finally:
+        consumer.close(autocommit=False)
+    if not args.quiet:
+        print(
+            f"recorded {recorded:,} records of topic {args.topic} ({len(tps)} partitions) to {args.out} "
+            f"in {time.monotonic() - started:.1f} s: {reason}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer  # noqa: PLC0415 - only the Kafka commands need the client
+    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+    servers = _servers(args)
+    header = read_header(args.file)
+    count = len(_partitions(servers, args.topic))
+    if not count:
+        raise ConfigError(
+            f"topic {args.topic!r} does not exist at {servers!r}: create it, e.g. with "
+            f"{header.partitions} partitions like the recorded topic {header.topic!r}"
+        )
+    try:
+        producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, max_block_ms=30_000)
+    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+        raise ConfigError(
+            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
+            "the broker is up"
+        ) from None
+    started = time.monotonic()
+    failures: list[Exception] = []
+    sent = nulled = 0
+    unreadable: ConfigError | None = None
+    bar = _bar(None, enabled=not args.quiet)
+    try:
+        first: int | None = None
+        with _stop_on_signals("flushing what was sent and stopping") as stop:
+            try:
+                for record in read_recording(args.file):
+                    if stop.is_set():
+                        break
+                    if args.rate_factor > 0 and record.timestamp is not None:
+                        first = record.timestamp if first is None else first
+                        lag = (record.timestamp - first) / 1000 / args.rate_factor - (
+                            time.monotonic() - started
+                        )
+                        if lag > 0 and stop.wait(lag):
+                            break
+                    # kafka-python sends header values as bytes only: a null one goes out empty.
+                    nulled += sum(1 for _, v in record.headers if v is None)
+                    future = producer.send(
+                        args.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=[(name, b"" if v is None else v) for name, v in record.headers],
+                        partition=None if args.repartition else record.partition % count,
+                        timestamp_ms=record.timestamp,
+                    )
+                    future.add_errback(failures.append)
+                    sent += 1
+                    bar.update(1)
+            except ConfigError as exc:  # a bad line: what came before it is still delivered
+                unreadable = exc
+            producer.flush()
+    except KafkaTimeoutError as exc:
+        raise DeliveryError(f"could not produce to topic {args.topic!r} at {servers!r} ({exc})") from None
+    finally:
+        bar.close()
+        producer.close()
+    if nulled:
+        log.warning("%d null header values were sent as empty bytes (the client cannot send null)", nulled)
+    if failures:
+        raise DeliveryError(
+            f"{len(failures):,} of {sent:,} records were not delivered to topic {args.topic!r}: "
+            f"{failures[0]!r}"
+        )
+    if unreadable is not None:
+        raise ConfigError(f"{unreadable}; the {sent:,} records before it were replayed to {args.topic}")
+    if not args.quiet:
+        pace = (
+            "as fast as possible" if args.rate_factor == 0 else f"at {args.rate_factor:g}x the recorded pace"
+        )
+        print(
+            f"replayed {sent:,} records of topic {header.topic} from {args.file} to topic {args.topic} "
+            f"({count} partitions) {pace} in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _partitions(servers: str, topic: str) -> set[int]:
+    """The partitions of ``topic`` (none if it does not exist), asked without creating it."""
+    from kafka import KafkaConsumer  # noqa: PLC0415 - only the Kafka commands need the client
+    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+        raise ConfigError(
+            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
+            "the broker is up"
+        ) from None
+    try:
+        return set(consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _record_parser(sub: Any) -> None:
+    record = sub.add_parser(
+        "record",
+        help="copy a topic's records (keys, headers, timestamps, partitions) to a recording file",
+        description=(
+            "Consume every partition of a topic without a consumer group (nothing is committed) and "
+            "write each record's partition, offset, timestamp, key, headers and value to a JSON Lines "
+            "recording (gzip with .gz) that anomrec replay and anomrec run --source read. SIGINT or "
+            "SIGTERM stops it, keeping what was recorded."
+        ),
+    )
+    record.add_argument("--topic", required=True, metavar="T", help="the topic to record")
+    record.add_argument(
+        "--out", required=True, metavar="FILE", help="the recording; a .gz name compresses it"
+    )
+    record.add_argument(
+        "--from",
+        dest="start",
+        type=_start_at,
+        default="earliest",
+        metavar="WHERE",
+        help="earliest (the default), latest, or an ISO 8601 time: the first record at or after it",
+    )
+    record.add_argument("--max-records", type=_positive_int, metavar="N", help="stop after N records")
+    record.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+    record.add_argument(
+        "--until-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop when every partition reaches the end it had at the start (the default); "
+        "--no-until-end goes on recording new records",
+    )
+    record.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers [ANOMREC_BOOTSTRAP_SERVERS]"
+    )
+    record.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    record.set_defaults(func=cmd_record)
+
+
+def _replay_parser(sub: Any) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="produce a recording into a topic, with its keys, headers, timestamps and partitions",
+        description=(
+            "Produce the records of a recording (anomrec record) to a topic with their keys, headers "
+            "and timestamps, each to its recorded partition modulo the topic's partition count, and "
+            "check that the broker acknowledged every one."
+        ),
+    )
+    replay.add_argument("file", metavar="FILE", help="the recording")
+    replay.add_argument("--topic", required=True, metavar="T", help="the topic to produce to; must exist")
+    replay.add_argument(
+        "--rate-factor",
+        type=_rate_factor,
+        default=0.0,
+        metavar="X",
+        help="0: as fast as possible (the default); X > 0: X times the recorded pace, by record timestamps",
+    )
+    replay.add_argument(
+        "--repartition",
+        action="store_true",
+        help="let the producer's partitioner place each record by its key instead of its recorded partition",
+    )
+    replay.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers [ANOMREC_BOOTSTRAP_SERVERS]"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    replay.set_defaults(func=cmd_replay)
+
+
+def _rate_factor(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected 0 (as fast as possible) or a factor > 0")
+    return value
 
 
 def _positive_int(raw: str) -> int:
