@@ -462,6 +462,37 @@ def _sift_down(items: np.ndarray, scores: np.ndarray, size: int, j: int, s: floa
     scores[p] = s
 
 
+@njit(cache=_CACHE, inline="always")
+def _push(items: np.ndarray, scores: np.ndarray, size: int, n: int, j: int, s: float) -> int:
+    """Offer (j, s) to the min-heap of the best ``n`` so far (``size`` kept); returns the new size."""
+    if size < n:
+        p = size
+        while p > 0:
+            parent = (p - 1) // 2
+            if _worse(scores[parent], items[parent], s, j):
+                break
+            items[p] = items[parent]
+            scores[p] = scores[parent]
+            p = parent
+        items[p] = j
+        scores[p] = s
+        return size + 1
+    if size > 0 and s > scores[0]:
+        _sift_down(items, scores, size, j, s)
+    return size
+
+
+@njit(cache=_CACHE)
+def _sort_heap(items: np.ndarray, scores: np.ndarray, size: int) -> None:
+    """Heap to sorted, best first: move the worst to the end, repeatedly."""
+    for end in range(size - 1, 0, -1):
+        worst_i = items[0]
+        worst_s = scores[0]
+        _sift_down(items, scores, end, items[end], scores[end])
+        items[end] = worst_i
+        scores[end] = worst_s
+
+
 @njit(cache=_CACHE)
 def top_n(
     scores: np.ndarray, exclude: np.ndarray, n: int, out_items: np.ndarray, out_scores: np.ndarray
@@ -476,40 +507,14 @@ def top_n(
     for t in range(exclude.shape[0]):
         saved[t] = scores[exclude[t]]
         scores[exclude[t]] = -np.inf
-    # A min-heap of the best n so far: first fill it, sifting each new item up ...
     size = 0
-    j = 0
-    m = scores.shape[0]
-    while j < m and size < n:
+    for j in range(scores.shape[0]):
         s = scores[j]
-        if s > -np.inf:
-            p = size
-            size += 1
-            while p > 0:
-                parent = (p - 1) // 2
-                if _worse(out_scores[parent], out_items[parent], s, j):
-                    break
-                out_items[p] = out_items[parent]
-                out_scores[p] = out_scores[parent]
-                p = parent
-            out_items[p] = j
-            out_scores[p] = s
-        j += 1
-    # ... then only an item better than the worst kept one (never -inf or NaN) gets in.
-    if size == n and n > 0:
-        for rest in range(j, m):
-            s = scores[rest]
-            if s > out_scores[0]:
-                _sift_down(out_items, out_scores, size, rest, s)
+        if s > -np.inf:  # also False for NaN
+            size = _push(out_items, out_scores, size, n, j, s)
     for t in range(exclude.shape[0] - 1, -1, -1):
         scores[exclude[t]] = saved[t]
-    # Heap to sorted, best first: move the worst to the end, repeatedly.
-    for end in range(size - 1, 0, -1):
-        worst_i = out_items[0]
-        worst_s = out_scores[0]
-        _sift_down(out_items, out_scores, end, out_items[end], out_scores[end])
-        out_items[end] = worst_i
-        out_scores[end] = worst_s
+    _sort_heap(out_items, out_scores, size)
     return size
 
 
@@ -589,24 +594,6 @@ def blend_top_n(
         for c in range(n_comp):
             if scale[c] != 0.0:
                 s += (components[c, j] - lo[c]) * scale[c]
-        if size < n:
-            p = size
-            size += 1
-            while p > 0:
-                parent = (p - 1) // 2
-                if _worse(out_scores[parent], out_items[parent], s, j):
-                    break
-                out_items[p] = out_items[parent]
-                out_scores[p] = out_scores[parent]
-                p = parent
-            out_items[p] = j
-            out_scores[p] = s
-        elif s > out_scores[0]:
-            _sift_down(out_items, out_scores, size, j, s)
-    for end in range(size - 1, 0, -1):
-        worst_i = out_items[0]
-        worst_s = out_scores[0]
-        _sift_down(out_items, out_scores, end, out_items[end], out_scores[end])
-        out_items[end] = worst_i
-        out_scores[end] = worst_s
+        size = _push(out_items, out_scores, size, n, j, s)
+    _sort_heap(out_items, out_scores, size)
     return size

@@ -794,18 +794,13 @@ class Hybrid(Model):
         return f"hybrid({parts})"
 
     def _own_state(self, prefix: str) -> dict[str, np.ndarray]:
-        arrays = {prefix + "settings": np.array(self._settings(), dtype=np.str_)}
+        arrays = super()._own_state(prefix)
         for c, model in enumerate(self.components):
             arrays.update(model._own_state(f"{prefix}c{c}."))
         return arrays
 
     def _load_own(self, arrays: dict[str, np.ndarray], prefix: str) -> None:
-        saved = str(arrays.get(prefix + "settings", "?"))
-        if saved != self._settings():
-            raise ConfigError(
-                f"recommender state was learned by {saved!r}, not {self._settings()!r}: restore it into "
-                "a model with those settings, or start this one afresh"
-            )
+        super()._load_own(arrays, prefix)  # checks the settings; the hybrid holds no arrays itself
         for c, model in enumerate(self.components):
             model._load_own(arrays, f"{prefix}c{c}.")
 
