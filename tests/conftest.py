@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -141,3 +143,10 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[object]:
             admin.delete_topics(created)
     finally:
         admin.close()
+
+
+@pytest.fixture
+def anomrec_command() -> list[str]:
+    """The ``anomrec`` command as a user runs it: the installed script, or ``python -m anomrec``."""
+    script = Path(sys.executable).with_name("anomrec")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "anomrec"]

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import orjson
 import pytest
@@ -44,17 +42,12 @@ def read_records(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
         consumer.close()
 
 
-def anomrec_command() -> list[str]:
-    script = Path(sys.executable).with_name("anomrec")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "anomrec"]
-
-
 def epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
 def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_lists(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str]
 ) -> None:
     events_topic = fresh_topic("interactions", partitions=2)
     alerts_topic = fresh_topic("alerts")
@@ -70,7 +63,7 @@ def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_
 
     result = subprocess.run(
         [
-            *anomrec_command(),
+            *anomrec_command,
             "run",
             "--bootstrap-servers",
             kafka_bootstrap,

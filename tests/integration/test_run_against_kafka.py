@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -78,13 +76,8 @@ def read_all(bootstrap: str, topic: str) -> list[dict[str, object]]:
         consumer.close()
 
 
-def anomrec_command() -> list[str]:
-    script = Path(sys.executable).with_name("anomrec")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "anomrec"]
-
-
 def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str]
 ) -> None:
     events_topic, alerts_topic = fresh_topic("events"), fresh_topic("alerts")
     group = f"anomrec-it-{events_topic}"
@@ -102,7 +95,7 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
 
     proc = subprocess.Popen(
         [
-            *anomrec_command(),
+            *anomrec_command,
             "run",
             "--bootstrap-servers",
             kafka_bootstrap,
