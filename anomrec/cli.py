@@ -15,6 +15,10 @@ Subcommands:
 - ``replay``: produces a recording into a topic, as fast as possible or at the original pace.
 - ``evaluate recommendations``: the prequential evaluation (rank first, then learn) of the
   recommenders on MovieLens or a CSV of interactions; prints a table and writes JSON.
+
+Exit status: 0 on success, 2 for a bad option, file or input (the message says which), 3 when the
+Kafka processor must be restarted (:class:`~anomrec.streaming.exceptions.RestartRequired`), 130 on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from anomrec import __version__
 from anomrec.localkafka import add_arguments as add_broker_arguments
 from anomrec.localkafka import serve
 from anomrec.streaming.config import ProcessorConfig, parse_bool
-from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError
+from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError, RestartRequired
+from anomrec.streaming.kafka_runner import KafkaRunner
 from anomrec.streaming.recording import RecordedRecord, RecordingWriter, read_header, read_recording
-from anomrec.streaming.runners import KafkaRunner, RunStats, run_embedded, write_alerts_path
+from anomrec.streaming.runners import RunStats, run_embedded, write_alerts_path
 from anomrec.streaming.sample import (
     BOT_BURST,
     FRAUD_TYPES,
@@ -56,6 +61,8 @@ from anomrec.streaming.sample import (
 )
 
 log = logging.getLogger("anomrec")
+
+EXIT_RESTART = 3
 
 
 # The settings that have flags; every setting has its ANOMREC_* variable.
@@ -1090,6 +1097,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except RestartRequired as exc:
+        # Exit at once: a hung kafka-python call may hold threads that a normal exit would wait on.
+        print(f"anomrec: restart required: {exc}", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(EXIT_RESTART)
     except AnomrecError as exc:
         print(f"anomrec: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from .exceptions import ConfigError
 ENV_PREFIX = "ANOMREC_"
 PROFILES = ("transactions", "network", "sensor", "generic", "interactions")
 DETECTORS = ("hst", "iforest", "lof")
+DELIVERY_MODES = ("exactly-once", "at-least-once")
 RECO_MODELS = ("hybrid", "itemitem", "bpr", "isgd", "biased-mf", "popularity")
 
 # Kafka's own rule for legal topic names.
@@ -57,6 +58,10 @@ class ProcessorConfig:
     )
     input_topic: str = field(default="events", metadata=_help("topic the JSON events are read from"))
     alerts_topic: str = field(default="alerts", metadata=_help("topic the JSON alerts are written to"))
+    dead_letter_topic: str = field(
+        default="anomrec-dead-letter",
+        metadata=_help("topic each record that cannot be processed is written to, raw, with error headers"),
+    )
     group_id: str = field(default="anomrec", metadata=_help("Kafka consumer group id"))
     id_field: str = field(default="event_id", metadata=_help("event field holding the event id"))
     entity_field: str = field(
@@ -68,6 +73,32 @@ class ProcessorConfig:
     )
     label_field: str = field(
         default="label", metadata=_help("optional 0/1 field used only to score the alerts in summaries")
+    )
+    schema_version_field: str = field(
+        default="schema_version",
+        metadata=_help("event field holding its schema version; an event without it is version 1"),
+    )
+    schema_versions: tuple[str, ...] = field(
+        default=("1",),
+        metadata=_help("comma-separated schema versions read; events of other versions are bad records"),
+    )
+    require_key: bool = field(default=False, metadata=_help("treat a record with a null key as bad"))
+    max_record_bytes: int = field(
+        default=1_048_576, metadata=_help("larger record values are bad records; 0 = no limit")
+    )
+    max_future_seconds: float = field(
+        default=86400.0,
+        metadata=_help(
+            "an event time more than this many seconds after its Kafka record timestamp is bad; 0 = no check"
+        ),
+    )
+    max_bad_ratio: float = field(
+        default=0.5,
+        metadata=_help("stop when more than this share of the last bad_ratio_window is bad; 1 = never"),
+    )
+    bad_ratio_window: int = field(
+        default=1000,
+        metadata=_help("records the bad share is measured over; no stop before this many are seen"),
     )
     profile: str = field(
         default="transactions",
@@ -143,6 +174,41 @@ class ProcessorConfig:
     n_reasons: int = field(default=3, metadata=_help("features named as reasons in each alert"))
     seed: int = field(default=42, metadata=_help("seed of every random choice the models make"))
     max_poll_records: int = field(default=500, metadata=_help("largest batch taken from Kafka per poll"))
+    delivery: str = field(
+        default="exactly-once",
+        metadata=_help(
+            "exactly-once (outputs and input offsets in one Kafka transaction) or at-least-once "
+            "(outputs flushed, then offsets committed)"
+        ),
+    )
+    state_dir: str = field(
+        default="anomrec-state",
+        metadata=_help("folder of the per-partition checkpoints; delete it to rebuild state from the input"),
+    )
+    checkpoint_every_events: int = field(
+        default=20_000, metadata=_help("events of a partition between two of its checkpoints (0: never)")
+    )
+    checkpoint_every_seconds: float = field(
+        default=60.0, metadata=_help("seconds between two checkpoints of a busy partition (0: never)")
+    )
+    instance_id: str = field(
+        default="",
+        metadata=_help(
+            "this processor's stable name in its group (default: the host name); it names the "
+            "transactional id, so a restarted processor fences its earlier self"
+        ),
+    )
+    auto_offset_reset: str = field(
+        default="earliest",
+        metadata=_help("where a partition with no committed offset starts: earliest or latest"),
+    )
+    commit_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_help("longest wait for a transactional call before the processor exits for a restart"),
+    )
+    session_timeout_ms: int = field(
+        default=45_000, metadata=_help("consumer group session timeout (missed heartbeats before eviction)")
+    )
     recommend: bool = field(
         default=True,
         metadata=_help("learn recommendations from events that name a user and an item, and publish them"),
@@ -192,7 +258,13 @@ class ProcessorConfig:
     def __post_init__(self) -> None:
         if self.bootstrap_servers is not None and not self.bootstrap_servers.strip():
             object.__setattr__(self, "bootstrap_servers", None)
-        for name in ("input_topic", "alerts_topic", "recommendations_topic", "similar_items_topic"):
+        for name in (
+            "input_topic",
+            "alerts_topic",
+            "recommendations_topic",
+            "similar_items_topic",
+            "dead_letter_topic",
+        ):
             value = getattr(self, name)
             if not isinstance(value, str) or not _TOPIC.match(value):
                 raise ConfigError(
@@ -211,12 +283,42 @@ class ProcessorConfig:
                 "alerts_topic, recommendations_topic and similar_items_topic must differ: got "
                 + ", ".join(f"{name}={getattr(self, name)!r}" for name in outputs)
             )
-        for name in ("recommend", "reco_gating"):
+        for name in ("input_topic", *outputs):
+            if getattr(self, name) == self.dead_letter_topic:
+                raise ConfigError(
+                    f"dead_letter_topic and {name} are both {self.dead_letter_topic!r}: bad records "
+                    "would be read back or mixed with outputs; give the dead-letter topic its own name"
+                )
+        for name in ("recommend", "reco_gating", "require_key"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected true or false")
         _choice("reco_model", self.reco_model, RECO_MODELS)
+        _choice("delivery", self.delivery, DELIVERY_MODES)
+        _choice("auto_offset_reset", self.auto_offset_reset, ("earliest", "latest"))
+        if not isinstance(self.state_dir, str) or not self.state_dir.strip():
+            raise ConfigError(f"state_dir={self.state_dir!r} is empty: expected a folder path")
+        if not isinstance(self.instance_id, str) or not re.fullmatch(
+            r"[A-Za-z0-9._-]{0,200}", self.instance_id
+        ):
+            raise ConfigError(
+                f"instance_id={self.instance_id!r}: expected up to 200 letters, digits, '.', '_' or '-'"
+            )
+        for name in ("checkpoint_every_seconds", "commit_timeout_seconds"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ConfigError(f"{name}={value!r}: expected a finite number of seconds >= 0")
+        if self.commit_timeout_seconds <= 0:
+            raise ConfigError(
+                f"commit_timeout_seconds={self.commit_timeout_seconds!r}: expected seconds > 0 "
+                "(a commit must never wait forever)"
+            )
         self.interaction_weight_map()
-        for name in ("min_rating", "reco_half_life_seconds", "debounce_seconds"):
+        for name in ("min_rating", "reco_half_life_seconds", "debounce_seconds", "max_future_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"{name}={value!r}: expected a finite number")
@@ -228,6 +330,7 @@ class ProcessorConfig:
             "entity_field",
             "time_field",
             "label_field",
+            "schema_version_field",
             "user_field",
             "item_field",
             "kind_field",
@@ -242,6 +345,18 @@ class ProcessorConfig:
             object.__setattr__(self, name, items)
             if not all(isinstance(f, str) and f for f in items) or len(set(items)) != len(items):
                 raise ConfigError(f"{name}={value!r}: expected distinct non-empty names, e.g. 'a,b'")
+        versions = self.schema_versions
+        items = _split_list(versions) if isinstance(versions, str) else tuple(versions)
+        object.__setattr__(self, "schema_versions", items)
+        if not items or not all(isinstance(v, str) and v for v in items) or len(set(items)) != len(items):
+            raise ConfigError(
+                f"schema_versions={versions!r}: expected one or more distinct versions, e.g. '1,2'"
+            )
+        ratio = self.max_bad_ratio
+        if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
+            raise ConfigError(
+                f"max_bad_ratio={ratio!r} is out of range: expected a share in [0, 1] (1 never stops)"
+            )
         _choice("profile", self.profile, PROFILES)
         if self.profile in ("sensor", "generic") and not self.features:
             raise ConfigError(
@@ -268,6 +383,8 @@ class ProcessorConfig:
             ("height", 1, 30),
             ("window_size", 2, 10_000_000),
             ("max_poll_records", 1, 1_000_000),
+            ("checkpoint_every_events", 0, 1_000_000_000),
+            ("session_timeout_ms", 1000, 3_600_000),
             ("max_entities", 1, 100_000_000),
             ("iforest_trees", 1, 10_000),
             ("lof_neighbors", 1, 1000),
@@ -283,6 +400,8 @@ class ProcessorConfig:
             ("reco_factors", 1, 1000),
             ("top_n", 1, 1000),
             ("similar_every", 1, 100_000_000),
+            ("max_record_bytes", 0, 2**31 - 1),
+            ("bad_ratio_window", 1, 10_000_000),
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:

@@ -24,12 +24,23 @@ on the latest ``refit_window`` events that did not alert; and the new model take
 not done when the stream reaches the swap point, the processor waits for it (or, given a
 ``wait`` limit, hands back the rest of the batch to be finished later). So the same input always
 gives the same output, however it is batched and however slow the fits are.
+
+State
+-----
+:meth:`Processor.state` gives everything that shapes future outputs as a JSON-able dict and named
+plain arrays, with no pickled object in either (:mod:`anomrec.streaming.checkpoint` writes them
+to a file); :meth:`Processor.restore` continues from them exactly, score for score. IsolationForest
+and LOF are saved as the rows and seed they were fitted on and fitted again on restore: the fit is
+a deterministic function of both. State is refused under settings other than those it was taken
+under (every setting but the :data:`RUNTIME_SETTINGS`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import sklearn
 
 from .config import ProcessorConfig
 from .detectors import (
@@ -55,9 +67,49 @@ from .ensemble import (
     combine,
 )
 from .events import Event, format_time
+from .exceptions import CheckpointError
 from .features import build_profile
 from .iforest import CompiledIsolationForest
+from .lof import CompiledLOF
 from .recommender import RecommenderTask, RecoStep
+
+#: Version of the layout of :meth:`Processor.state`; restore refuses any other.
+STATE_FORMAT = 1
+
+#: The settings that change neither the learned state nor the scores computed from it: where
+#: records come from and go to, how they are batched, committed and checkpointed, and what an alert
+#: shows. State taken under any other setting's different value is refused by
+#: :meth:`Processor.restore`, so a setting added later counts as model-affecting until listed here.
+RUNTIME_SETTINGS = frozenset(
+    {
+        "bootstrap_servers",
+        "input_topic",
+        "alerts_topic",
+        "dead_letter_topic",
+        "recommendations_topic",
+        "similar_items_topic",
+        "group_id",
+        "instance_id",
+        "id_field",
+        "label_field",
+        "schema_version_field",
+        "schema_versions",
+        "require_key",
+        "max_record_bytes",
+        "max_future_seconds",
+        "max_bad_ratio",
+        "bad_ratio_window",
+        "n_reasons",
+        "max_poll_records",
+        "delivery",
+        "state_dir",
+        "checkpoint_every_events",
+        "checkpoint_every_seconds",
+        "auto_offset_reset",
+        "commit_timeout_seconds",
+        "session_timeout_ms",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +248,9 @@ class Processor:
                 )
             else:
                 factory = partial(local_outlier_factor, n_neighbors=config.lof_neighbors)
-                self.detectors.append(SklearnDetector("lof", factory, executor=self.executor))
+                self.detectors.append(
+                    SklearnDetector("lof", factory, executor=self.executor, compile=CompiledLOF)
+                )
         n_det = len(self.detectors)
         self.calibrators = [PercentileCalibrator(window=config.calibration_window) for _ in range(n_det)]
         self.combined_calibrator = PercentileCalibrator(window=config.calibration_window)
@@ -234,6 +288,257 @@ class Processor:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.profile.feature_names
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether events are held back at a model swap point (see ``wait`` in :meth:`process`).
+
+        Their features are already computed, so the state cannot be taken until a call of
+        :meth:`process` (with no new events, if need be) has scored them.
+        """
+        return bool(self._pending_events)
+
+    def model_versions(self) -> dict[str, str]:
+        """The version of each detector's current model, and of the recommender's (``"reco"``) if on."""
+        versions = {d.name: d.version for d in self.detectors}
+        if self.recommender is not None:
+            versions["reco"] = self.recommender.model.version
+        return versions
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything that shapes future outputs: a JSON-able dict and named plain arrays (copies).
+
+        :meth:`restore` (or :meth:`from_state`) continues from it exactly as this processor would.
+        Neither part holds a pickled object: IsolationForest and LOF are saved as the rows and seed
+        of their current model and of a fit in progress, and are fitted again on restore.
+
+        Raises
+        ------
+        RuntimeError
+            Events are held back at a model swap point (:attr:`has_pending`): call
+            :meth:`process` until none are, then take the state.
+        CheckpointError
+            ``hst_implementation`` is ``"river"``, whose River objects have no plain-data form; use
+            ``"numpy"``, which gives the same scores.
+
+        Examples
+        --------
+        >>> from anomrec.streaming.events import EventDecoder
+        >>> from anomrec.streaming.sample import generate_transactions
+        >>> cfg = ProcessorConfig(
+        ...     first_fit_after=300, refit_every=600, swap_delay=50, window_size=250, refresh_every=250
+        ... )
+        >>> decoder = EventDecoder(cfg)
+        >>> events = [decoder.from_dict(d) for d in generate_transactions(1500, seed=3)]
+        >>> with Processor(cfg) as whole:
+        ...     expected = whole.process(events).scores
+        >>> with Processor(cfg) as first:
+        ...     head = first.process(events[:700]).scores
+        ...     meta, arrays = first.state()
+        >>> with Processor.from_state(cfg, meta, arrays) as second:
+        ...     tail = second.process(events[700:]).scores
+        >>> np.array_equal(np.concatenate([head, tail]), expected, equal_nan=True)
+        True
+        >>> bool(np.isfinite(tail[50:]).all())   # every detector is calibrated from event 750 on
+        True
+        """
+        if self._pending_events:
+            raise RuntimeError(
+                f"{len(self._pending_events)} events are held back at a model swap point and their "
+                "features are already computed, so the state cannot be taken now: call process() "
+                "(with no new events if need be) until has_pending is False, then take it"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        detectors: list[dict[str, Any]] = []
+        for d in self.detectors:
+            prefix = f"detectors.{d.name}"
+            if isinstance(d, SklearnDetector):
+                fit_meta, fit_arrays = d.fit_state()
+                detectors.append({"name": d.name, **fit_meta})
+                arrays.update({f"{prefix}.{k}": v for k, v in fit_arrays.items()})
+            elif isinstance(d, HalfSpaceTreesDetector) and d.implementation == "numpy":
+                detectors.append({"name": d.name, "snapshot": _split_arrays(d.snapshot(), prefix, arrays)})
+            else:
+                raise CheckpointError(
+                    f"detector {d.name!r} ({type(d).__name__}, hst_implementation="
+                    f"{self.config.hst_implementation!r}) holds objects that have no plain-data form, so "
+                    "its state cannot be saved: use hst_implementation='numpy' (the same scores)"
+                )
+        names = [d.name for d in self.detectors]
+        for name, cal in zip(names, self.calibrators, strict=True):
+            _save_calibrator(cal, f"calibrators.{name}", arrays)
+        _save_calibrator(self.combined_calibrator, "combined", arrays)
+        arrays["weights.weights"] = np.array(self.weights_, dtype=np.float64)
+        arrays["weights.agreement"] = self._agreement.values()
+        arrays["clean.rows"] = self.clean_.values()
+        ref = self.reference_
+        for attr in ("low", "median", "high", "scale"):
+            arrays[f"reference.{attr}"] = np.array(getattr(ref, attr + "_"), dtype=np.float64)
+        if self._reference_rows is not None:
+            arrays["reference.rows"] = self._reference_rows.copy()
+        reco_meta: dict[str, Any] | None = None
+        if self.recommender is not None:
+            reco_arrays, reco_meta = self.recommender.snapshot()
+            arrays.update({f"recommender.{k}": np.array(v, copy=True) for k, v in reco_arrays.items()})
+        meta = {
+            "format": STATE_FORMAT,
+            "settings": _settings_fingerprint(self.config),
+            "libraries": {"scikit-learn": sklearn.__version__},
+            "feature_names": list(self.feature_names),
+            "schedule": {"n_seen": self.n_seen_, "next_fit_at": self.next_fit_at_, "swap_at": self.swap_at_},
+            "profile": self.profile.snapshot(),
+            "detectors": detectors,
+            "calibrators": names,
+            "reference": {"ready": self.reference_.ready, "rows_pending": self._reference_rows is not None},
+            "recommender": reco_meta,
+            "model_versions": self.model_versions(),
+        }
+        # Through JSON and back: a copy that later events cannot change, and exactly what a
+        # checkpoint file gives back (tuples become lists, numpy scalars plain numbers).
+        return _plain(meta), arrays
+
+    def restore(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Replace all state with that of :meth:`state`, taken from a processor with the same settings.
+
+        Fits that were in progress are begun again on this processor's executor, and the current
+        IsolationForest and LOF models are fitted again here, from their saved rows and seeds. If
+        this raises, the processor is left as it was.
+
+        Raises
+        ------
+        CheckpointError
+            The state was taken under other settings (the message names each one that differs,
+            with both values), with another scikit-learn version while IsolationForest or LOF is
+            on, in an unknown layout, or is incomplete or inconsistent.
+        """
+        fmt = meta.get("format")
+        if fmt != STATE_FORMAT:
+            raise CheckpointError(
+                f"processor state has layout {fmt!r}, not {STATE_FORMAT}: it was saved by another "
+                "version of anomrec; reset the state (delete the state folder) to start afresh, or run "
+                "the version that saved it"
+            )
+        self._check_settings(meta)
+        # Loaded into a twin first, so that a failure halfway leaves this processor untouched.
+        twin = Processor(self.config, executor=self.executor)
+        try:
+            twin._load_state(meta, arrays)
+        except CheckpointError:
+            raise
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"processor state is incomplete or inconsistent ({type(exc).__name__}: {exc}); reset "
+                "the state (delete the state folder) to start afresh"
+            ) from exc
+        own_executor = self._own_executor
+        vars(self).update(vars(twin))
+        self._own_executor = own_executor
+
+    @classmethod
+    def from_state(
+        cls,
+        config: ProcessorConfig,
+        meta: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray],
+        *,
+        executor: Executor | None = None,
+    ) -> Processor:
+        """A processor built from ``config`` that continues from :meth:`state`'s output (see :meth:`restore`).
+
+        Used as ``Processor(config, executor=executor)`` followed by ``restore(meta, arrays)``.
+        """
+        proc = cls(config, executor=executor)
+        try:
+            proc.restore(meta, arrays)
+        except BaseException:
+            proc.close()
+            raise
+        return proc
+
+    def _check_settings(self, meta: Mapping[str, Any]) -> None:
+        saved = meta.get("settings")
+        if not isinstance(saved, dict):
+            raise CheckpointError(
+                "processor state names no settings; reset the state (delete the state folder)"
+            )
+        current = _settings_fingerprint(self.config)
+        missing = "(not set)"
+        differ = [
+            f"{name}={current.get(name, missing)!r} (the state's: {saved.get(name, missing)!r})"
+            for name in sorted(set(saved) | set(current))
+            if saved.get(name, missing) != current.get(name, missing)
+        ]
+        if differ:
+            raise CheckpointError(
+                "the state was taken under other settings, so it cannot continue exactly: "
+                + ", ".join(differ)
+                + ". Either reset the state (delete the state folder, e.g. with "
+                "anomrec.streaming.checkpoint.reset_state) to start afresh with these settings, or "
+                "go back to the state's settings"
+            )
+        if any(isinstance(d, SklearnDetector) for d in self.detectors):
+            libraries = meta.get("libraries")
+            version = libraries.get("scikit-learn") if isinstance(libraries, dict) else None
+            if version != sklearn.__version__:
+                raise CheckpointError(
+                    f"the state was taken with scikit-learn {version}, this is {sklearn.__version__}: "
+                    "IsolationForest and LOF are fitted again on restore and might not come out the "
+                    "same. Either reset the state (delete the state folder) or install scikit-learn "
+                    f"{version}"
+                )
+
+    def _load_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Load :meth:`state`'s output into this freshly built processor (see :meth:`restore`)."""
+        names = list(self.feature_names)
+        if meta["feature_names"] != names:
+            raise ValueError(f"state has features {meta['feature_names']!r}, expected {names!r}")
+        d = len(names)
+        schedule = meta["schedule"]
+        self.n_seen_ = int(schedule["n_seen"])
+        self.next_fit_at_ = int(schedule["next_fit_at"])
+        self.swap_at_ = None if schedule["swap_at"] is None else int(schedule["swap_at"])
+        self.profile.restore(dict(meta["profile"]))
+        det_names = [det.name for det in self.detectors]
+        if list(meta["calibrators"]) != det_names:
+            raise ValueError(f"state has calibrators {meta['calibrators']!r}, expected {det_names!r}")
+        for name, cal in zip(det_names, self.calibrators, strict=True):
+            _load_calibrator(cal, f"calibrators.{name}", arrays)
+        _load_calibrator(self.combined_calibrator, "combined", arrays)
+        weights = np.array(arrays["weights.weights"], dtype=np.float64)
+        if weights.shape != (len(det_names),):
+            raise ValueError(f"weights have shape {weights.shape}, expected ({len(det_names)},)")
+        self.weights_ = weights
+        self._agreement = _load_ring(arrays["weights.agreement"], self._agreement)
+        self.clean_ = _load_ring(arrays["clean.rows"], self.clean_)
+        for attr in ("low", "median", "high", "scale"):
+            value = np.array(arrays[f"reference.{attr}"], dtype=np.float64)
+            if value.shape != (d,):
+                raise ValueError(f"reference.{attr} has shape {value.shape}, expected ({d},)")
+            setattr(self.reference_, attr + "_", value)
+        self.reference_.ready = bool(meta["reference"]["ready"])
+        self._reference_rows = None
+        if meta["reference"]["rows_pending"]:
+            rows = np.array(arrays["reference.rows"], dtype=np.float64)
+            if rows.ndim != 2 or rows.shape[1] != d:
+                raise ValueError(f"reference.rows has shape {rows.shape}, expected (n, {d})")
+            self._reference_rows = rows
+        if self.recommender is not None:
+            prefix = "recommender."
+            reco_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            self.recommender.restore(reco_arrays, meta["recommender"])
+        # The detectors last: refitting is the slow part, and a pending fit goes to the executor.
+        entries = list(meta["detectors"])
+        if [e["name"] for e in entries] != det_names:
+            raise ValueError(f"state has detectors {[e['name'] for e in entries]!r}, expected {det_names!r}")
+        for det, entry in zip(self.detectors, entries, strict=True):
+            prefix = f"detectors.{det.name}."
+            if isinstance(det, SklearnDetector):
+                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                det.load_fit_state(entry, own)
+            else:
+                det.restore_state(_join_arrays(entry["snapshot"], arrays))
 
     # -- processing --------------------------------------------------------------------------
 
@@ -420,3 +725,84 @@ class Processor:
 
 def _maybe(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 6)
+
+
+# -- state helpers ---------------------------------------------------------------------------------
+
+_ARRAY = "__array__"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-able: {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` through JSON and back (NaN and infinities kept, as Python's json module does)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _settings_fingerprint(config: ProcessorConfig) -> dict[str, Any]:
+    """The settings state depends on, as JSON-able values: every one but :data:`RUNTIME_SETTINGS`."""
+    return _plain(
+        {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(config)
+            if f.name not in RUNTIME_SETTINGS
+        }
+    )
+
+
+def _split_arrays(value: Any, name: str, arrays: dict[str, np.ndarray]) -> Any:
+    """``value`` with each numpy array moved into ``arrays`` under a dotted name and referenced."""
+    if isinstance(value, np.ndarray):
+        arrays[name] = value.copy()
+        return {_ARRAY: name}
+    if isinstance(value, Mapping):
+        return {str(k): _split_arrays(v, f"{name}.{k}", arrays) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split_arrays(v, f"{name}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _join_arrays(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    """The inverse of :func:`_split_arrays`."""
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY}:
+            return arrays[value[_ARRAY]]
+        return {k: _join_arrays(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_arrays(v, arrays) for v in value]
+    return value
+
+
+def _save_calibrator(cal: PercentileCalibrator, name: str, arrays: dict[str, np.ndarray]) -> None:
+    arrays[f"{name}.history"] = cal._history.values()
+    arrays[f"{name}.reference"] = cal.reference_.copy()
+
+
+def _load_calibrator(cal: PercentileCalibrator, name: str, arrays: Mapping[str, np.ndarray]) -> None:
+    history = _load_ring(arrays[f"{name}.history"], cal._history)
+    reference = np.array(arrays[f"{name}.reference"], dtype=np.float64)
+    if reference.ndim != 1:
+        raise ValueError(f"{name}.reference has shape {reference.shape}, expected (n,)")
+    cal._history, cal.reference_ = history, reference
+
+
+def _load_ring(rows: np.ndarray, like: RingBuffer) -> RingBuffer:
+    """A ring buffer shaped like ``like`` that holds ``rows`` (oldest first), as ``values()`` gave them.
+
+    A ring buffer's behaviour depends only on the rows it holds, not on where its write position
+    happens to be, so this one continues exactly as the saved one would.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != like.width or len(rows) > like.capacity:
+        raise ValueError(
+            f"saved window has shape {rows.shape}, expected at most ({like.capacity}, {like.width})"
+        )
+    ring = RingBuffer(like.capacity, like.width)
+    ring.extend(rows)
+    return ring

@@ -260,6 +260,10 @@ class SklearnDetector:
     The version is ``"<name>-<k>"`` after the k-th model has been swapped in, and
     ``"<name>-warming-up"`` before the first, when every score is NaN.
 
+    A fit is a deterministic function of its rows and seed, so the detector keeps the rows and seed
+    of the swapped-in model (``train_X_``, ``train_seed_``): :meth:`fit_state` saves those instead
+    of the fitted estimator, and :meth:`load_fit_state` fits the same model again.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -293,6 +297,8 @@ class SklearnDetector:
         self._pending: Future[tuple[Any, Any, float]] | None = None
         self._pending_X = np.empty((0, 0))
         self._pending_seed = 0
+        self.train_X_ = np.empty((0, 0))
+        self.train_seed_: int | None = None
 
     @property
     def version(self) -> str:
@@ -319,6 +325,7 @@ class SklearnDetector:
         except FutureTimeout:
             return False
         self._pending = None
+        self.train_X_, self.train_seed_ = self._pending_X, self._pending_seed
         self._pending_X = np.empty((0, 0))
         self.model_ = model
         self.scorer_ = scorer
@@ -332,6 +339,7 @@ class SklearnDetector:
             "model": copy.deepcopy(self.model_),
             "scorer": copy.deepcopy(self.scorer_) if self.scorer_ is not self.model_ else None,
             "fits": self.fits_,
+            "train": None if self.train_seed_ is None else (self.train_X_.copy(), self.train_seed_),
             "pending": None if self._pending is None else (self._pending_X.copy(), self._pending_seed),
         }
 
@@ -340,10 +348,76 @@ class SklearnDetector:
         scorer = snap.get("scorer")
         self.scorer_ = copy.deepcopy(scorer) if scorer is not None else self.model_
         self.fits_ = int(snap["fits"])
+        train = snap.get("train")
+        self.train_X_, self.train_seed_ = (
+            (np.empty((0, 0)), None) if train is None else (train[0].copy(), train[1])
+        )
         self._pending = None
         if snap.get("pending") is not None:
             rows, seed = snap["pending"]
             self.begin_fit(rows, seed)
+
+    def fit_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The detector's state as JSON-able data and plain arrays, with no fitted estimator in it.
+
+        Returns
+        -------
+        meta
+            ``fits`` (models swapped in so far), ``seed`` (of the swapped-in model; None before
+            the first) and ``pending_seed`` (of a fit begun but not swapped in yet; None if none).
+        arrays
+            ``train``, the rows the swapped-in model was fitted on, and ``pending``, those of the
+            pending fit; each only when there is one.
+        """
+        meta: dict[str, Any] = {
+            "fits": self.fits_,
+            "seed": self.train_seed_,
+            "pending_seed": None if self._pending is None else self._pending_seed,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        if self.train_seed_ is not None:
+            arrays["train"] = self.train_X_.copy()
+        if self._pending is not None:
+            arrays["pending"] = self._pending_X.copy()
+        return meta, arrays
+
+    def load_fit_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Continue from a :meth:`fit_state`: refit the swapped-in model here, begin the pending fit again.
+
+        The refit runs in the caller's thread and gives the very model that was swapped in (same
+        rows, same seed, same scores); a pending fit goes to the executor as :meth:`begin_fit`
+        does. Raises ``KeyError`` or ``ValueError`` for inconsistent state, leaving the detector
+        unchanged.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> det = SklearnDetector("iforest", isolation_forest)
+        >>> det.begin_fit(rng.normal(size=(300, 3)), seed=1); det.finish_fit()
+        True
+        >>> twin = SklearnDetector("iforest", isolation_forest)
+        >>> twin.load_fit_state(*det.fit_state())
+        >>> X = rng.normal(size=(5, 3))
+        >>> np.array_equal(twin.score_learn_many(X), det.score_learn_many(X)), twin.version
+        (True, 'iforest-1')
+        """
+        fits = int(meta["fits"])
+        seed, pending_seed = meta["seed"], meta["pending_seed"]
+        if fits < 0 or (seed is None) != (fits == 0):
+            raise ValueError(f"{self.name}: state says {fits} models were swapped in, with seed {seed!r}")
+        model = scorer = None
+        rows = np.empty((0, 0))
+        if seed is not None:
+            rows = np.array(arrays["train"], dtype=np.float64)  # a copy, C-ordered like begin_fit's
+            if rows.ndim != 2 or len(rows) == 0:
+                raise ValueError(f"{self.name}: training rows have shape {rows.shape}")
+            model, scorer, _ = _timed_fit(self.factory(int(seed)), rows, self.compile)
+        pending = None if pending_seed is None else np.asarray(arrays["pending"], dtype=np.float64)
+        self.model_, self.scorer_, self.fits_ = model, scorer, fits
+        self.train_X_, self.train_seed_ = rows, None if seed is None else int(seed)
+        self._pending = None
+        if pending is not None:
+            self.begin_fit(pending, int(pending_seed))
 
 
 def _timed_fit(

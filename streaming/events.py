@@ -2,7 +2,14 @@
 
 Runners hand the decoder raw bytes: a deserializer inside the Kafka client that raises would wedge
 the consumer on the bad record. Every way a record can be wrong ends in one
-:class:`~anomrec.streaming.exceptions.BadRecord` whose message names the field and the value.
+:class:`~anomrec.streaming.exceptions.BadRecord` whose message names the field and the value, and
+whose ``reason`` labels it on the dead-letter topic (see :mod:`anomrec.streaming.deadletter`).
+
+The checks, in the order they run: the key (``"null-key"``, only with ``require_key``), the value
+(``"null-value"``, ``"oversized"``), its parse (``"json"``, ``"not-finite"``, ``"not-object"``), the
+schema version (``"unknown-schema-version"``), then the fields, ending with the event time
+(``"bad-time"``, ``"future-time"``). Every check depends only on the record and the config, never on
+the wall clock: an event time is too far ahead when it is ahead of the record's own Kafka timestamp.
 """
 
 from __future__ import annotations
@@ -85,6 +92,11 @@ class EventDecoder:
     Traceback (most recent call last):
     ...
     anomrec.streaming.exceptions.BadRecord: field 'amount' is '12', a str: expected a number
+    >>> decoder.decode(b'{"schema_version": 2, "event_id": 9, "card_id": "c1", "ts": 0, "amount": 1}')
+    Traceback (most recent call last):
+    ...
+    anomrec.streaming.exceptions.BadRecord: field 'schema_version' is 2: expected one of the schema
+    versions 1 (schema_versions names those this processor reads)
     """
 
     def __init__(
@@ -95,28 +107,74 @@ class EventDecoder:
             parse = build_profile(config).parse
         self.parse = parse
         self._kind_weights = config.interaction_weight_map()
+        self._versions = frozenset(config.schema_versions)
 
     def decode(
-        self, value: bytes | None, *, timestamp_ms: int | None = None, fallback_id: str | None = None
+        self,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        timestamp_ms: int | None = None,
+        fallback_id: str | None = None,
     ) -> Event:
-        """Decode one record value.
+        """Decode one record.
 
         Parameters
         ----------
         value
             The raw record value.
+        key
+            The raw record key; checked only when ``require_key`` is on, so a runner that turns it
+            on must pass it.
         timestamp_ms
-            The record's own timestamp, used as event time when the event has no time field.
+            The record's own timestamp: the event time when the event has no time field, and the
+            reference an event time may be at most ``max_future_seconds`` ahead of. None or
+            negative (Kafka's "no timestamp") skips both.
         fallback_id
             Used as the event id when the event has none (Kafka runners pass
             ``topic-partition-offset``, which is stable across replays).
+
+        Raises
+        ------
+        BadRecord
+            When the record cannot be processed; its ``reason`` says why.
+
+        Examples
+        --------
+        >>> cfg = ProcessorConfig(profile="generic", features=("amount",), require_key=True)
+        >>> EventDecoder(cfg).decode(b'{"card_id": "c1", "amount": 1}', key=None)
+        Traceback (most recent call last):
+        ...
+        anomrec.streaming.exceptions.BadRecord: record has a null key: expected a key, since
+        require_key is on; have the producer key its records, or turn require_key off
+        >>> doc = b'{"event_id": 1, "card_id": "c1", "ts": "2026-01-03T00:00:00Z", "amount": 1}'
+        >>> EventDecoder(cfg).decode(doc, key=b"c1", timestamp_ms=1767225600000)
+        Traceback (most recent call last):
+        ...
+        anomrec.streaming.exceptions.BadRecord: field 'ts' is '2026-01-03T00:00:00Z', 172,800 s
+        after the record's timestamp 2026-01-01T00:00:00.000Z: expected at most
+        max_future_seconds=86400 s ahead; fix the producer's clock, or raise max_future_seconds
+        (0 turns the check off)
         """
+        cfg = self.config
+        if key is None and cfg.require_key:
+            raise BadRecord(
+                "null-key",
+                "record has a null key: expected a key, since require_key is on; have the producer "
+                "key its records, or turn require_key off",
+            )
         if value is None:
-            raise BadRecord("json", "record has no value (a tombstone): expected a JSON object")
+            raise BadRecord("null-value", "record has a null value (a tombstone): expected a JSON object")
+        if 0 < cfg.max_record_bytes < len(value):
+            raise BadRecord(
+                "oversized",
+                f"value is {len(value):,} bytes, more than max_record_bytes={cfg.max_record_bytes:,}: "
+                f"expected a smaller record, or raise max_record_bytes (0 = no limit): {_preview(value)}",
+            )
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise BadRecord("json", f"value is not valid JSON ({exc}): {_preview(value)}") from None
+            raise _json_error(value, exc) from None
         if not isinstance(doc, dict):
             raise BadRecord(
                 "not-object", f"value is a JSON {type(doc).__name__}, expected an object: {_preview(value)}"
@@ -126,15 +184,35 @@ class EventDecoder:
     def from_dict(
         self, doc: dict[str, Any], *, timestamp_ms: int | None = None, fallback_id: str | None = None
     ) -> Event:
-        """Build an :class:`Event` from an already parsed JSON object."""
+        """Build an :class:`Event` from an already parsed JSON object.
+
+        Runs every check of :meth:`decode` that looks at the object rather than the bytes.
+        """
         cfg = self.config
+        self._check_schema_version(doc)
         event_id = doc.get(cfg.id_field, fallback_id)
         if event_id is None:
-            raise BadRecord("missing-field", f"missing field {cfg.id_field!r} (the event id)")
+            raise BadRecord(
+                "missing-field", f"missing field {cfg.id_field!r}: expected the event id (id_field names it)"
+            )
         entity = doc.get(cfg.entity_field)
         if entity is None:
-            raise BadRecord("missing-field", f"missing field {cfg.entity_field!r} (the entity)")
+            raise BadRecord(
+                "missing-field",
+                f"missing field {cfg.entity_field!r}: expected the entity, such as a card, host or device id "
+                "(entity_field names it)",
+            )
         event_time = _event_time(doc, cfg.time_field, timestamp_ms)
+        if cfg.max_future_seconds > 0 and timestamp_ms is not None and timestamp_ms >= 0:
+            ahead = event_time - timestamp_ms / 1000.0
+            if ahead > cfg.max_future_seconds:
+                raise BadRecord(
+                    "future-time",
+                    f"field {cfg.time_field!r} is {doc.get(cfg.time_field)!r}, {_seconds(ahead)} s after the "
+                    f"record's timestamp {_describe_ms(timestamp_ms)}: expected at most "
+                    f"max_future_seconds={cfg.max_future_seconds:g} s ahead; fix the producer's clock, "
+                    "or raise max_future_seconds (0 turns the check off)",
+                )
         values = self.parse(doc)
         label = doc.get(cfg.label_field)
         return Event(
@@ -144,6 +222,30 @@ class EventDecoder:
             values=values,
             label=int(label) if isinstance(label, bool | int) and label in (0, 1) else None,
             interaction=self._interaction(doc) if cfg.recommend else None,
+        )
+
+    def _check_schema_version(self, doc: dict[str, Any]) -> None:
+        """Raise unless the event's schema version is one ``schema_versions`` names.
+
+        No field (or null) means version 1; a string or an integer is compared as a string.
+        """
+        name = self.config.schema_version_field
+        raw = doc.get(name)
+        if raw is None:
+            version: str | None = "1"
+        elif isinstance(raw, str):
+            version = raw
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            version = str(raw)
+        else:
+            version = None
+        if version in self._versions:
+            return
+        raise BadRecord(
+            "unknown-schema-version",
+            f"field {name!r} is {'missing, which means version 1' if raw is None else repr(raw)}: "
+            "expected one of the schema versions "
+            f"{', '.join(self.config.schema_versions)} (schema_versions names those this processor reads)",
         )
 
     def _interaction(self, doc: dict[str, Any]) -> Interaction | None:
@@ -220,6 +322,51 @@ def format_time(epoch_seconds: float) -> str:
     return (
         datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+def _json_error(value: bytes, exc: orjson.JSONDecodeError) -> BadRecord:
+    """The :class:`BadRecord` for a value orjson refused, saying which rule it broke."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return BadRecord(
+            "json",
+            f"value is not valid UTF-8 (byte 0x{value[bad.start]:02x} at offset {bad.start}): "
+            f"expected UTF-8 encoded JSON: {_preview(value)}",
+        )
+    pos = exc.pos
+    if "infinity" in str(exc):  # orjson: "number is infinity when parsed as double"
+        return BadRecord(
+            "not-finite",
+            f"value holds a number at character {pos} too large for a double (it parses as "
+            f"infinity): expected finite numbers: {_preview(value)}",
+        )
+    for literal in _NON_FINITE:
+        start = pos - 1 if literal.startswith("-") else pos
+        if start >= 0 and text.startswith(literal, start):
+            return BadRecord(
+                "not-finite",
+                f"value holds {literal} at character {start}, which is not JSON: expected finite "
+                f"numbers (Python's json.dumps writes NaN unless allow_nan=False): {_preview(value)}",
+            )
+    return BadRecord("json", f"value is not valid JSON ({exc}): expected a JSON object: {_preview(value)}")
+
+
+# The non-finite literals some encoders write (Python's json, JavaScript's String(x)); not JSON.
+_NON_FINITE = ("-Infinity", "Infinity", "NaN")  # -Infinity first: orjson points past its sign
+
+
+def _seconds(value: float) -> str:
+    """Seconds with thousands separators and at most millisecond digits: ``3,600.5``."""
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def _describe_ms(timestamp_ms: int) -> str:
+    """A record timestamp as ISO 8601, or as milliseconds when it is beyond datetime's range."""
+    try:
+        return format_time(timestamp_ms / 1000.0)
+    except (OverflowError, ValueError, OSError):
+        return f"{timestamp_ms} ms"
 
 
 def _preview(value: bytes, limit: int = 80) -> str:

@@ -44,7 +44,7 @@ def test_run_on_a_recording_alerts_as_on_the_same_values(
     assert replayed == direct
     assert direct[0] != b""
     assert re.search(rf"events\s+{EVENTS:,}\n", out.out)
-    assert re.search(r"bad records\s+2\s+\(json: 2\)", out.out)
+    assert re.search(r"bad records\s+2\s+\(json: 1, null-value: 1\)", out.out)
     assert f"running embedded on the recording {recording} of topic events" in out.err
 
 

@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -47,7 +48,7 @@ def epoch(text: str) -> float:
 
 
 def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_lists(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str]
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str], tmp_path: Path
 ) -> None:
     events_topic = fresh_topic("interactions", partitions=2)
     alerts_topic = fresh_topic("alerts")
@@ -67,6 +68,8 @@ def test_run_publishes_debounced_unseen_recommendations_and_compacted_neighbour_
             "run",
             "--bootstrap-servers",
             kafka_bootstrap,
+            "--state-dir",
+            str(tmp_path / "state"),
             "--input-topic",
             events_topic,
             "--alerts-topic",

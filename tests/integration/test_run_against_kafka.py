@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -77,7 +78,7 @@ def read_all(bootstrap: str, topic: str) -> list[dict[str, object]]:
 
 
 def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str]
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], anomrec_command: list[str], tmp_path: Path
 ) -> None:
     events_topic, alerts_topic = fresh_topic("events"), fresh_topic("alerts")
     group = f"anomrec-it-{events_topic}"
@@ -99,6 +100,8 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
             "run",
             "--bootstrap-servers",
             kafka_bootstrap,
+            "--state-dir",
+            str(tmp_path / "state"),
             "--input-topic",
             events_topic,
             "--alerts-topic",
@@ -186,4 +189,4 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     summary = out.decode()
     assert f"events      {N_EVENTS:>9,}" in summary
     assert f"bad records {n_bad:>9,}" in summary
-    assert "skipped bad record" in err.decode()
+    assert "dead-lettered" in err.decode()

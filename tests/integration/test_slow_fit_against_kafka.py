@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from anomrec.streaming.config import ProcessorConfig
-from anomrec.streaming.runners import KafkaRunner, run_embedded
+from anomrec.streaming.kafka_runner import KafkaRunner
+from anomrec.streaming.runners import run_embedded
 from anomrec.streaming.sample import generate_transactions
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -41,7 +43,7 @@ class SlowFits(ThreadPoolExecutor):
 
 
 def test_slow_fit_keeps_the_group_and_the_alerts(
-    kafka_bootstrap: str, fresh_topic: Callable[..., str]
+    kafka_bootstrap: str, fresh_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     events_topic, alerts_topic = fresh_topic("events"), fresh_topic("alerts")
     docs = generate_transactions(2500, fraud_rate=0.01, n_users=50, seed=11)
@@ -68,6 +70,7 @@ def test_slow_fit_keeps_the_group_and_the_alerts(
         similar_items_topic=fresh_topic("similar"),
         group_id=f"slow-fit-{events_topic}",
         max_poll_records=100,
+        state_dir=str(tmp_path / "state"),
         **settings,  # type: ignore[arg-type]
     )
     fits = SlowFits()

@@ -1,0 +1,669 @@
+"""The Kafka edge: one task per input partition, checkpoints, transactions and the dead-letter topic.
+
+:class:`KafkaRunner` consumes ``config.input_topic`` as a member of ``config.group_id`` and keeps one
+task per assigned partition. A task is that partition's :class:`~anomrec.streaming.core.Processor`
+(entity features, detectors, calibration, recommender) plus its bookkeeping; its outputs are a
+function of the partition's records and the configuration alone.
+
+Delivery
+--------
+``exactly-once`` (the default): each poll's outputs (alerts, recommendation updates, neighbour
+lists and dead-letter records) and the input offsets that produced them commit in one Kafka
+transaction, fenced by the consumer's group generation (KIP-447), so a zombie that lost its
+partitions cannot commit. Readers must consume the outputs with ``isolation_level=read_committed``.
+
+``at-least-once``: outputs are flushed and acknowledged, then the offsets commit. A crash between
+the two produces the uncommitted tail's outputs again.
+
+State and recovery
+------------------
+After a commit, a task whose interval is due writes a checkpoint (:mod:`.checkpoint`) of its state
+at the committed offset C; it also does on a clean shutdown and when its partition is revoked. When
+a partition is assigned, its task restores the newest good checkpoint at or before the committed
+offset K and reprocesses C..K without emitting anything, then carries on from K. With no usable
+checkpoint it rebuilds from the start of the partition. Either way the committed outputs equal an
+uninterrupted run's.
+
+A transactional call that does not return within ``commit_timeout_seconds`` raises
+:class:`~anomrec.streaming.exceptions.RestartRequired`: the command line exits with status 3 for
+its supervisor to restart it, rather than hanging. Any other failure inside a transaction aborts
+it and rebuilds every task from its checkpoint, in process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .checkpoint import Checkpoint, load_checkpoint, write_checkpoint
+from .config import ProcessorConfig
+from .core import Alert, Processor
+from .deadletter import BadRecordGuard, DeadLetter
+from .events import Event, EventDecoder
+from .exceptions import BadRecord, CheckpointError, ConfigError, DeliveryError, RestartRequired
+from .faults import crash_point
+from .recommender import NeighbourUpdate, RecommendationUpdate
+from .runners import RunStats
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Task:
+    """One input partition's processor and where it stands in the partition.
+
+    ``position`` is the offset of the next record the processor has not seen; records below
+    ``replay_until`` are reprocessed to rebuild state and emit nothing. ``held`` holds the offsets of
+    the events the processor holds back at a model swap point.
+    """
+
+    partition: int
+    processor: Processor
+    position: int
+    replay_until: int = 0
+    held: deque[int] = field(default_factory=deque)
+    since_checkpoint: int = 0
+    checkpointed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def committable(self) -> int:
+        """The offset every record before which has been fully processed and emitted."""
+        return self.held[0] if self.held else self.position
+
+
+def bounded(call: Callable[[], T], timeout: float, what: str) -> T:
+    """Run ``call`` on a watchdog thread; :class:`RestartRequired` if it is not done in ``timeout`` s.
+
+    kafka-python's ``commit_transaction`` and ``abort_transaction`` wait with no timeout and can
+    block forever while the broker is unreachable. The stuck thread is a daemon, so the process
+    can still exit.
+
+    >>> bounded(lambda: 42, 1.0, "the answer")
+    42
+    >>> bounded(lambda: time.sleep(5), 0.05, "a nap")
+    Traceback (most recent call last):
+    ...
+    anomrec.streaming.exceptions.RestartRequired: a nap did not finish within 0.05 s: ...
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"anomrec-watchdog-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RestartRequired(
+            f"{what} did not finish within {timeout:g} s: the broker may be unreachable or frozen; "
+            "exiting so that a supervisor restarts the processor, which resumes from its last commit"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class KafkaRunner:
+    """Consume ``config.input_topic`` and publish alerts, recommendations and dead letters.
+
+    Parameters
+    ----------
+    config
+        Topics, group, delivery mode, state folder and model settings; ``config.bootstrap_servers``
+        must be set.
+    client_options
+        Extra keyword arguments for every kafka-python client (security settings, client id).
+    consumer_options
+        Extra keyword arguments for the consumer only (``max_poll_interval_ms``, ...).
+    executor
+        Runs the IsolationForest and LOF fits of every task; by default one worker thread. A fit
+        never blocks the poll loop: at a model swap point whose fit is not done, the partition's
+        remaining events are held back and the partition paused, and polling goes on.
+    """
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        client_options: Mapping[str, Any] | None = None,
+        *,
+        consumer_options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        if not config.bootstrap_servers:
+            raise ValueError("KafkaRunner needs config.bootstrap_servers")
+        self.config = config
+        self.client_options = dict(client_options or {})
+        self.consumer_options = dict(consumer_options or {})
+        self.stats = RunStats()
+        self.instance_id = config.instance_id or _host_name()
+        self.state_dir = Path(config.state_dir)
+        self.exactly_once = config.delivery == "exactly-once"
+        self._stop = threading.Event()
+        self._swap_wait = 0.5
+        self._decoder = EventDecoder(config)
+        self._guard = BadRecordGuard.from_config(config)
+        self.tasks: dict[int, Task] = {}
+        self._to_open: set[int] = set()
+        self._own_executor = executor is None
+        self._fits: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
+        self._consumer: Any = None
+        self._producer: Any = None
+
+    @property
+    def transactional_id(self) -> str:
+        """The producer's transactional id: stable across restarts of the same instance."""
+        return f"anomrec-{self.config.group_id}-{self.instance_id}"
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish its current batch, commit and return; safe from a signal handler."""
+        self._stop.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self, *, max_events: int | None = None, idle_timeout: float | None = None) -> RunStats:
+        """Process until :meth:`stop`, or after ``max_events`` events or ``idle_timeout`` seconds idle."""
+        cfg = self.config
+        self._consumer = self._connect_consumer()
+        try:
+            self._producer = self._connect_producer()
+            ensure_output_topics(cfg, self.client_options)
+            self._consumer.subscribe([cfg.input_topic], listener=self._listener())
+            log.info(
+                "consuming %s as group %s (instance %s, %s) from %s",
+                cfg.input_topic,
+                cfg.group_id,
+                self.instance_id,
+                cfg.delivery,
+                cfg.bootstrap_servers,
+            )
+            idle_since = time.monotonic()
+            while not self._stop.is_set():
+                polled = self._consumer.poll(timeout_ms=200)
+                if self._to_open:
+                    polled = self._open_assigned(polled)
+                held_before = [t for t in self.tasks.values() if t.held]
+                if not polled and not held_before:
+                    if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                        break
+                    continue
+                crash_point("after-poll")
+                idle_since = time.monotonic()
+                self._cycle(polled)
+                self._checkpoint_due()
+                self._pause_held()
+                if max_events is not None and self.stats.events >= max_events:
+                    break
+            self._checkpoint_all("clean shutdown")
+        finally:
+            self.stats.finished = time.monotonic()
+            self._close()
+        log.info("stopped after %d events, %d alerts", self.stats.events, self.stats.alerts)
+        return self.stats
+
+    def _cycle(self, polled: Mapping[Any, list[Any]]) -> None:
+        """Process one poll's records and commit their outputs and offsets together."""
+        producer = self._producer
+        if not self.exactly_once:
+            futures = self._handle(polled)
+            crash_point("after-produce")
+            producer.flush(timeout=self.config.commit_timeout_seconds)
+            failed = [f.exception for f in futures if not f.succeeded()]
+            if failed:
+                raise DeliveryError(
+                    f"{len(failed)} of {len(futures)} output records were not acknowledged by the "
+                    f"broker (first error: {failed[0]!r}); input offsets were not committed"
+                )
+            offsets = self._offsets()
+            if offsets:
+                crash_point("in-commit")
+                self._consumer.commit(offsets=offsets)
+            return
+        from kafka.errors import KafkaError  # noqa: PLC0415 - kept off the embedded path
+
+        timeout = self.config.commit_timeout_seconds
+        producer.begin_transaction()
+        try:
+            self._handle(polled)
+            crash_point("after-produce")
+            offsets = self._offsets()
+            if offsets:
+                metadata = self._consumer.group_metadata()
+                bounded(
+                    lambda: producer.send_offsets_to_transaction(offsets, metadata),
+                    timeout,
+                    "sending the input offsets to the transaction",
+                )
+
+            def commit() -> None:
+                crash_point("in-commit")
+                producer.commit_transaction()
+
+            bounded(commit, timeout, "committing the transaction")
+        except RestartRequired:
+            raise
+        except (KafkaError, DeliveryError) as exc:
+            self._abort(exc)
+
+    def _abort(self, cause: BaseException) -> None:
+        """Abort the open transaction, then rebuild every task from its checkpoint and the input."""
+        from kafka.errors import KafkaError, ProducerFencedError  # noqa: PLC0415
+
+        if isinstance(cause, ProducerFencedError):
+            raise RestartRequired(
+                f"another processor with transactional id {self.transactional_id!r} took over ({cause}): "
+                "give each processor its own instance_id"
+            ) from cause
+        log.warning("transaction failed (%r): aborting it and rebuilding the partitions' state", cause)
+        try:
+            bounded(self._producer.abort_transaction, self.config.commit_timeout_seconds, "aborting")
+        except RestartRequired:
+            raise
+        except Exception as exc:
+            raise RestartRequired(
+                f"the failed transaction could not be aborted ({exc!r}); exiting for a restart"
+            ) from exc
+        self.stats.aborted += 1
+        for task in self.tasks.values():
+            task.processor.close()
+        self.tasks.clear()
+        try:
+            for tp in sorted(self._consumer.assignment(), key=lambda tp: tp.partition):
+                self._open_task(tp.partition)
+        except KafkaError as exc:
+            raise RestartRequired(
+                f"could not rebuild the partitions' state after an aborted transaction ({exc!r}); "
+                "exiting for a restart"
+            ) from exc
+
+    def _handle(self, polled: Mapping[Any, list[Any]]) -> list[Any]:
+        """Decode and process the records, send every output; return the send futures."""
+        cfg = self.config
+        topic = cfg.input_topic
+        futures: list[Any] = []
+        work: dict[int, tuple[list[Event], list[int]]] = {
+            p: ([], []) for p, t in self.tasks.items() if t.held
+        }
+        for tp in polled:
+            task = self.tasks.get(tp.partition)
+            if task is None:  # revoked while the records were in flight
+                continue
+            events, offsets = work.setdefault(tp.partition, ([], []))
+            for r in polled[tp]:
+                if r.offset < task.position:  # already seen (a re-fetch after a seek)
+                    continue
+                replaying = r.offset < task.replay_until
+                try:
+                    event = self._decoder.decode(
+                        r.value,
+                        timestamp_ms=r.timestamp,
+                        fallback_id=f"{topic}-{tp.partition}@{r.offset}",
+                        key=r.key,
+                    )
+                except BadRecord as exc:
+                    self._guard.observe(True)
+                    if replaying:
+                        self.stats.replayed += 1
+                    else:
+                        self.stats.bad_records[exc.reason] += 1
+                        log.warning(
+                            "dead-lettered %s-%d@%d (%s): %s", topic, tp.partition, r.offset, exc.reason, exc
+                        )
+                        letter = DeadLetter.from_bad_record(
+                            exc,
+                            value=r.value,
+                            key=r.key,
+                            topic=topic,
+                            partition=tp.partition,
+                            offset=r.offset,
+                            timestamp_ms=r.timestamp,
+                            stage="decode",
+                        )
+                        futures.append(
+                            self._producer.send(
+                                cfg.dead_letter_topic, key=r.key, value=r.value, headers=letter.headers()
+                            )
+                        )
+                        self.stats.dead_letters += 1
+                else:
+                    self._guard.observe(False)
+                    events.append(event)
+                    offsets.append(r.offset)
+                task.position = r.offset + 1
+        for partition in sorted(work):
+            events, offsets = work[partition]
+            task = self.tasks[partition]
+            if task.replay_until:
+                # Records below the committed offset rebuild state only: their outputs were
+                # committed by an earlier run. Outputs do not depend on how batches are cut.
+                cut = bisect_left(offsets, task.replay_until)
+                task.processor.process(events[:cut])
+                task.since_checkpoint += cut
+                self.stats.replayed += cut
+                events, offsets = events[cut:], offsets[cut:]
+                if task.position >= task.replay_until:
+                    log.info("partition %d: state rebuilt up to offset %d", partition, task.replay_until)
+                    task.replay_until = 0
+            task.held.extend(offsets)
+            # A model swap point whose fit is not done yet holds back the rest of the batch rather
+            # than blocking the poll loop past max.poll.interval.ms; the next poll finishes it.
+            step = task.processor.process(events, wait=self._swap_wait)
+            for _ in range(len(step.events)):
+                task.held.popleft()
+            task.since_checkpoint += len(step.events)
+            outputs: list[tuple[str, str, Alert | RecommendationUpdate | NeighbourUpdate]]
+            outputs = [(cfg.alerts_topic, a.entity, a) for a in step.alerts]
+            outputs += [(cfg.recommendations_topic, u.user, u) for u in step.reco.updates]
+            outputs += [(cfg.similar_items_topic, n.item, n) for n in step.reco.neighbours]
+            for out_topic, key, record in outputs:
+                futures.append(
+                    self._producer.send(
+                        out_topic,
+                        key=key.encode(),
+                        value=record.to_json(),
+                        timestamp_ms=int(record.event_time * 1000),
+                    )
+                )
+            self.stats.add(step.events, step.alerts)
+            self.stats.add_reco(step.reco)
+        return futures
+
+    def _offsets(self) -> dict[Any, Any]:
+        from kafka.structs import OffsetAndMetadata, TopicPartition  # noqa: PLC0415
+
+        topic = self.config.input_topic
+        return {
+            TopicPartition(topic, p): OffsetAndMetadata(t.committable, "", -1)
+            for p, t in self.tasks.items()
+            if not t.replay_until or t.committable >= t.replay_until
+        }
+
+    def _pause_held(self) -> None:
+        consumer = self._consumer
+        held = {p for p, t in self.tasks.items() if t.held}
+        assigned = consumer.assignment()
+        consumer.pause(*[tp for tp in assigned if tp.partition in held])
+        consumer.resume(*[tp for tp in assigned if tp.partition not in held])
+
+    # -- tasks and checkpoints ---------------------------------------------------------------------
+
+    def _open_assigned(self, polled: Mapping[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """Open the tasks of newly assigned partitions; drop their records fetched before the seek."""
+        opened = set(self._to_open)
+        for partition in sorted(opened):
+            self._open_task(partition)
+        self._to_open.clear()
+        return {tp: records for tp, records in polled.items() if tp.partition not in opened}
+
+    def _key(self, partition: int) -> str:
+        return f"{self.config.input_topic}-{partition}"
+
+    def _open_task(self, partition: int) -> Task:
+        """Build the partition's task: restore its checkpoint and seek to where state must resume."""
+        from kafka.structs import TopicPartition  # noqa: PLC0415
+
+        consumer = self._consumer
+        tp = TopicPartition(self.config.input_topic, partition)
+        committed = consumer.committed(tp)
+        beginning = consumer.beginning_offsets([tp])[tp]
+        if committed is None:
+            if self.config.auto_offset_reset == "latest":
+                committed = consumer.end_offsets([tp])[tp]
+            else:
+                committed = beginning
+        restored: list[Processor] = []
+
+        def validate(checkpoint: Checkpoint) -> None:
+            processor = Processor(self.config, executor=self._fits)
+            try:
+                processor.restore(checkpoint.meta, checkpoint.arrays)
+            except CheckpointError:
+                processor.close()
+                raise
+            restored.append(processor)
+
+        checkpoint = load_checkpoint(
+            self.state_dir, self._key(partition), max_offset=committed, validate=validate
+        )
+        if checkpoint is not None and checkpoint.offset >= beginning:
+            processor, start = restored[-1], checkpoint.offset
+            log.info(
+                "partition %d: restored the checkpoint at offset %d; replaying %d records up to %d",
+                partition,
+                start,
+                committed - start,
+                committed,
+            )
+            self.stats.restored += 1
+        else:
+            for p in restored:
+                p.close()
+            if checkpoint is not None:
+                log.error(
+                    "partition %d: checkpoint at offset %d is older than the partition's first record "
+                    "(%d, deleted by retention); rebuilding state from the start of the partition",
+                    partition,
+                    checkpoint.offset,
+                    beginning,
+                )
+            processor, start = Processor(self.config, executor=self._fits), beginning
+            if committed > beginning:
+                log.info(
+                    "partition %d: no usable checkpoint; rebuilding state from offsets %d to %d",
+                    partition,
+                    beginning,
+                    committed,
+                )
+        consumer.seek(tp, start)
+        task = Task(partition, processor, position=start, replay_until=committed if committed > start else 0)
+        self.tasks[partition] = task
+        return task
+
+    def _checkpoint(self, task: Task, why: str) -> None:
+        processor = task.processor
+        if task.held or processor.has_pending or task.replay_until:
+            log.info("partition %d: no checkpoint (%s) while events are held back", task.partition, why)
+            return
+        write_checkpoint(
+            self.state_dir,
+            self._key(task.partition),
+            task.position,
+            processor.state(),
+            processor.model_versions(),
+        )
+        task.since_checkpoint = 0
+        task.checkpointed_at = time.monotonic()
+        self.stats.checkpoints += 1
+        log.debug("partition %d: checkpoint at offset %d (%s)", task.partition, task.position, why)
+
+    def _checkpoint_due(self) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        for task in self.tasks.values():
+            by_events = cfg.checkpoint_every_events and task.since_checkpoint >= cfg.checkpoint_every_events
+            by_time = (
+                cfg.checkpoint_every_seconds
+                and task.since_checkpoint
+                and now - task.checkpointed_at >= cfg.checkpoint_every_seconds
+            )
+            if by_events or by_time:
+                self._checkpoint(task, "interval")
+
+    def _checkpoint_all(self, why: str) -> None:
+        for task in self.tasks.values():
+            if task.since_checkpoint:
+                self._checkpoint(task, why)
+
+    def _listener(self) -> Any:
+        from kafka import ConsumerRebalanceListener  # noqa: PLC0415 - kept off the embedded path
+
+        runner = self
+
+        class Rebalance(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                # Called inside poll(): the last cycle's transaction is committed, so each revoked
+                # task's state is at its committed offset.
+                for tp in sorted(revoked, key=lambda tp: tp.partition):
+                    runner._to_open.discard(tp.partition)
+                    task = runner.tasks.pop(tp.partition, None)
+                    if task is None:
+                        continue
+                    if task.since_checkpoint:
+                        runner._checkpoint(task, "revoked")
+                    task.processor.close()
+                if revoked:
+                    log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                if not assigned:  # the topic's metadata not seen yet; a real assignment follows
+                    return
+                runner.stats.assignments += 1
+                # kafka-python runs this on its network thread, where the blocking calls that
+                # opening a task needs (committed offsets, seek) are refused: the loop opens them.
+                runner._to_open.update(tp.partition for tp in assigned if tp.partition not in runner.tasks)
+                log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+            def on_partitions_lost(self, lost: Any) -> None:
+                # Another member may own them already: drop the tasks without a checkpoint.
+                for tp in lost:
+                    runner._to_open.discard(tp.partition)
+                    task = runner.tasks.pop(tp.partition, None)
+                    if task is not None:
+                        task.processor.close()
+                if lost:
+                    log.warning("partitions lost: %s", sorted(tp.partition for tp in lost))
+
+        return Rebalance()
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    def _connect_consumer(self) -> Any:
+        from kafka import KafkaConsumer  # noqa: PLC0415 - kept off the embedded path
+        from kafka.coordinator.assignors.cooperative_sticky import (  # noqa: PLC0415
+            CooperativeStickyAssignor,
+        )
+        from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
+
+        cfg = self.config
+        try:
+            return KafkaConsumer(
+                bootstrap_servers=cfg.bootstrap_servers,
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=cfg.auto_offset_reset,
+                isolation_level="read_committed",
+                partition_assignment_strategy=(CooperativeStickyAssignor,),
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
+                max_poll_records=cfg.max_poll_records,
+                **{**self.client_options, **self.consumer_options},
+            )
+        except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
+            raise ConfigError(
+                f"no Kafka broker answered at bootstrap_servers={cfg.bootstrap_servers!r}: check the "
+                "address and that the broker is up, or unset it to run embedded"
+            ) from None
+
+    def _connect_producer(self) -> Any:
+        from kafka import KafkaProducer  # noqa: PLC0415 - kept off the embedded path
+        from kafka.errors import UnsupportedVersionError  # noqa: PLC0415
+
+        cfg = self.config
+        timeout_ms = int(cfg.commit_timeout_seconds * 1000)
+        if not self.exactly_once:
+            return KafkaProducer(
+                bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
+            )
+        producer = KafkaProducer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_block_ms=timeout_ms,
+            **self.client_options,
+        )
+        try:
+            bounded(producer.init_transactions, cfg.commit_timeout_seconds + 5, "initialising transactions")
+        except UnsupportedVersionError:
+            log.warning("the broker does not support transactions: delivering at-least-once")
+            producer.close(timeout=5)
+            self.exactly_once = False
+            return self._connect_producer()
+        return producer
+
+    def _close(self) -> None:
+        for task in self.tasks.values():
+            task.processor.close()
+        self.tasks.clear()
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+        if self._own_executor:
+            self._fits.shutdown(wait=True, cancel_futures=True)
+
+
+def _host_name() -> str:
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return name or f"pid-{os.getpid()}"
+
+
+def ensure_output_topics(config: ProcessorConfig, client_options: Mapping[str, Any]) -> list[str]:
+    """Create the output topics that do not exist yet; returns the ones created.
+
+    Alerts and recommendation updates get as many partitions as the input topic (one if it does
+    not exist either). The similar-items topic is keyed by item and only each item's latest list
+    matters, so it is created compacted (``cleanup.policy=compact``). The dead-letter topic gets
+    as many partitions as the input. Topics that exist are left as they are. A broker that refuses
+    to create one is a :class:`ConfigError` naming the topic.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic  # noqa: PLC0415 - kept off the embedded path
+    from kafka.errors import KafkaError, TopicAlreadyExistsError  # noqa: PLC0415
+
+    wanted: dict[str, dict[str, str]] = {config.alerts_topic: {}, config.dead_letter_topic: {}}
+    if config.recommend:
+        wanted[config.recommendations_topic] = {}
+        wanted[config.similar_items_topic] = {"cleanup.policy": "compact"}
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers, **client_options)
+    created = []
+    try:
+        existing = set(admin.list_topics())
+        partitions = 1
+        if config.input_topic in existing:
+            (described,) = admin.describe_topics([config.input_topic])
+            partitions = max(1, len(described.get("partitions", [])))
+        for topic, settings in wanted.items():
+            if topic in existing:
+                continue
+            count = 1 if settings else partitions
+            try:
+                admin.create_topics([NewTopic(topic, count, -1, topic_configs=settings)])
+            except TopicAlreadyExistsError:
+                continue
+            except KafkaError as exc:
+                raise ConfigError(
+                    f"output topic {topic!r} does not exist and the broker refused to create it ({exc!r}): "
+                    "create it, or let this client create topics"
+                ) from None
+            created.append(topic)
+            log.info(
+                "created output topic %s (%d partitions%s)", topic, count, ", compacted" if settings else ""
+            )
+    finally:
+        admin.close()
+    return created
