@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -293,7 +294,8 @@ class SklearnDetector:
         self.executor = executor if executor is not None else _Inline()
         self.model_: Any = None
         self.fits_ = 0
-        self.fit_seconds_: list[float] = []
+        # The latest fit durations, for benchmarks and reports; bounded, the process runs for months.
+        self.fit_seconds_: deque[float] = deque(maxlen=1000)
         self._pending: Future[tuple[Any, Any, float]] | None = None
         self._pending_X = np.empty((0, 0))
         self._pending_seed = 0

@@ -261,12 +261,17 @@ class KafkaRunner:
 
     def _abort(self, cause: BaseException) -> None:
         """Abort the open transaction, then rebuild every task from its checkpoint and the input."""
-        from kafka.errors import KafkaError, ProducerFencedError  # noqa: PLC0415
+        from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError  # noqa: PLC0415
 
-        if isinstance(cause, ProducerFencedError):
+        # kafka-python reports a fenced producer directly, or wrapped in the error of the next call.
+        if isinstance(cause, ProducerFencedError) or any(
+            isinstance(a, ProducerFencedError) for a in cause.args
+        ):
             raise RestartRequired(
-                f"another processor with transactional id {self.transactional_id!r} took over ({cause}): "
-                "give each processor its own instance_id"
+                f"the producer with transactional id {self.transactional_id!r} was fenced ({cause}): its "
+                "transaction timed out while this process was stalled, or another process started with "
+                "the same id; exiting for a restart (if two running processors share an instance_id, "
+                "give each its own)"
             ) from cause
         log.warning("transaction failed (%r): aborting it and rebuilding the partitions' state", cause)
         try:
@@ -281,6 +286,15 @@ class KafkaRunner:
         for task in self.tasks.values():
             task.processor.close()
         self.tasks.clear()
+        self._to_open.clear()
+        if isinstance(cause, CommitFailedError):
+            # The group moved on without this member (it stalled past its session timeout, a
+            # zombie): its partitions may be someone else's now. Rejoin; the tasks of whatever
+            # the group assigns open as usual.
+            log.warning("this processor is no longer a member of its group: rejoining")
+            self._consumer.unsubscribe()
+            self._consumer.subscribe([self.config.input_topic], listener=self._listener())
+            return
         try:
             for tp in sorted(self._consumer.assignment(), key=lambda tp: tp.partition):
                 self._open_task(tp.partition)
@@ -476,15 +490,21 @@ class KafkaRunner:
     def _checkpoint(self, task: Task, why: str) -> None:
         processor = task.processor
         if task.held or processor.has_pending or task.replay_until:
-            log.info("partition %d: no checkpoint (%s) while events are held back", task.partition, why)
+            log.debug("partition %d: no checkpoint (%s) while events are held back", task.partition, why)
             return
-        write_checkpoint(
-            self.state_dir,
-            self._key(task.partition),
-            task.position,
-            processor.state(),
-            processor.model_versions(),
-        )
+        try:
+            write_checkpoint(
+                self.state_dir,
+                self._key(task.partition),
+                task.position,
+                processor.state(),
+                processor.model_versions(),
+            )
+        except OSError as exc:
+            # A full disk or a folder another instance is pruning: state is still rebuilt from
+            # the input on a restart, so carry on without this checkpoint.
+            log.error("partition %d: could not write a checkpoint (%s): %s", task.partition, why, exc)
+            return
         task.since_checkpoint = 0
         task.checkpointed_at = time.monotonic()
         self.stats.checkpoints += 1
@@ -595,6 +615,10 @@ class KafkaRunner:
             acks="all",
             linger_ms=5,
             max_block_ms=timeout_ms,
+            # Kafka Streams' choice for exactly-once: a crashed or frozen instance's open
+            # transaction, and the input offsets in it, block its partitions' next owner for
+            # at most this long.
+            transaction_timeout_ms=10_000,
             **self.client_options,
         )
         try:

@@ -277,6 +277,35 @@ class ProcessorProcess:
         return "\n".join(texts[-3:])
 
 
+def supervise_all(
+    procs: Sequence[ProcessorProcess], *, deadline_s: float = 240.0, max_starts: int = 12
+) -> None:
+    """Supervise several processors at once until each has exited 0 (restarting crashed ones)."""
+    deadline = time.monotonic() + deadline_s
+    done: set[str] = set()
+    while len(done) < len(procs):
+        for p in procs:
+            if p.instance in done:
+                continue
+            code = p.process.poll() if p.process is not None else 1
+            if code is None:
+                continue
+            if p.process is not None:
+                p.exits.append(code)
+            if code == 0:
+                done.add(p.instance)
+                continue
+            if p.starts >= max_starts:
+                raise AssertionError(f"processor {p.instance} crash-loops: exits {p.exits}\n{p.tail()}")
+            p.start()
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"processors did not finish in {deadline_s} s: "
+                + "\n".join(f"{p.instance}: exits {p.exits}\n{p.tail()}" for p in procs)
+            )
+        time.sleep(0.2)
+
+
 @contextmanager
 def processes(*procs: ProcessorProcess) -> Iterator[tuple[ProcessorProcess, ...]]:
     try:

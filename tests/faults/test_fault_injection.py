@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 from anomrec.streaming.faults import CRASH_POINTS
-from harness import Input, Outputs, ProcessorProcess, processes, produce_input, python_command, verify
+from harness import (
+    Input,
+    Outputs,
+    ProcessorProcess,
+    committed_offsets,
+    processes,
+    produce_input,
+    python_command,
+    supervise_all,
+    verify,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -120,4 +130,95 @@ def test_corrupt_checkpoints_fall_back_and_never_crash_loop(
         f"a corrupt checkpoint made the processor crash: {proc.exits}\n{proc.tail()}"
     )
     assert "checkpoint" in proc.tail(200)
+    verify(kafka_bootstrap, source, outputs, reference)
+
+
+def test_the_verifier_catches_the_duplicates_at_least_once_delivers(
+    kafka_bootstrap: str, source: Input, reference: Outputs, run: tuple[ProcessorProcess, Outputs]
+) -> None:
+    # The same crash as above, in the mode that flushes outputs before it commits offsets: the
+    # restarted processor produces the uncommitted tail's outputs again, and the verifier says so.
+    proc, outputs = run
+    proc.extra_env["ANOMREC_DELIVERY"] = "at-least-once"
+    proc.supervise(first_env={"ANOMREC_CRASH_AT": "in-commit", "ANOMREC_CRASH_AFTER": "15"})
+    assert proc.exits[0] == -signal.SIGKILL
+    with pytest.raises(AssertionError, match="duplicate"):
+        verify(kafka_bootstrap, source, outputs, reference)
+
+
+def _wait_for_progress(
+    bootstrap: str, source: Input, outputs: Outputs, *, at_least: int, timeout_s: float
+) -> None:
+    """Wait, bounded, until the group has committed at least ``at_least`` input records."""
+    deadline = time.monotonic() + timeout_s
+    while sum(o or 0 for o in committed_offsets(bootstrap, outputs.group, source).values()) < at_least:
+        assert time.monotonic() < deadline, (
+            f"the group committed fewer than {at_least} records in {timeout_s} s"
+        )
+        time.sleep(0.5)
+
+
+def test_a_zombie_frozen_past_its_session_timeout_is_fenced(
+    kafka_bootstrap: str, source: Input, reference: Outputs, tmp_path: Path
+) -> None:
+    outputs = Outputs.fresh("zombie")
+    a, b = (
+        ProcessorProcess(
+            python_command(),
+            kafka_bootstrap,
+            source,
+            outputs,
+            state_dir=tmp_path / f"state-{name}",
+            log_dir=tmp_path,
+            instance=name,
+        )
+        for name in ("a", "b")
+    )
+    with processes(a, b):
+        a.start()
+        _wait_for_progress(kafka_bootstrap, source, outputs, at_least=300, timeout_s=120)
+        # Frozen mid-stream, transaction open; its heartbeats stop too, so after
+        # session_timeout_ms the group evicts it and b takes every partition.
+        a.signal(signal.SIGSTOP)
+        b.start()
+        _wait_for_progress(kafka_bootstrap, source, outputs, at_least=1500, timeout_s=120)
+        a.signal(signal.SIGCONT)  # it wakes up believing it owns its partitions
+        supervise_all([a, b])
+        log = a.tail(400)
+    verify(kafka_bootstrap, source, outputs, reference)
+    assert "fenced" in log or "transaction failed" in log, log
+
+
+def test_three_processors_joining_and_leaving_over_six_partitions(
+    kafka_bootstrap: str, source: Input, reference: Outputs, tmp_path: Path
+) -> None:
+    outputs = Outputs.fresh("churn")
+    procs = [
+        ProcessorProcess(
+            python_command(),
+            kafka_bootstrap,
+            source,
+            outputs,
+            state_dir=tmp_path / "state",  # shared: a moved partition resumes from its checkpoint
+            log_dir=tmp_path,
+            instance=f"p{i}",
+        )
+        for i in range(3)
+    ]
+    rng = random.Random(7)
+    with processes(*procs):
+        procs[0].start()
+        for _ in range(8):
+            time.sleep(rng.uniform(2.0, 4.0))
+            p = rng.choice(procs)
+            if p.process is not None and p.process.poll() is None:
+                p.signal(signal.SIGTERM)  # leaves the group cleanly: commits, checkpoints, exits 0
+                p.wait(60)
+            else:
+                p.start()
+        for p in procs:
+            if p.process is None or p.process.poll() is not None:
+                p.start()
+        supervise_all(procs)
+    assert sum(p.starts for p in procs) >= 5
     verify(kafka_bootstrap, source, outputs, reference)
