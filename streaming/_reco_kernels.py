@@ -48,17 +48,20 @@ def _below(state: np.ndarray, n: int) -> int:
 
 
 @njit(cache=_CACHE)
-def init_rows(seed: np.uint64, matrix: np.ndarray, start: int, stop: int, scale: float) -> None:
+def init_rows(
+    seed: np.uint64, matrix: np.ndarray, start: int, stop: int, scale: float, first_key: int
+) -> None:
     """Fill ``matrix[start:stop]`` with uniform noise of standard deviation ``scale``.
 
-    Row ``r``'s values depend on ``seed`` and ``r`` only, so a row is the same whether it was
-    added alone or in a batch.
+    Row ``r``'s values depend on ``seed`` and its key ``first_key + r - start`` only, so a row is
+    the same whether it was added alone or in a batch. A fresh row's key is its index; a reused
+    one (a forgotten user's) gets a key no row has had before, from the caller.
     """
     half_width = scale * math.sqrt(3.0)
     state = np.zeros(1, np.uint64)
     for r in range(start, stop):
-        # splitmix64 of (seed, row): a well-mixed, never-zero start for the row's xorshift.
-        z = seed + np.uint64(r + 1) * np.uint64(0x9E3779B97F4A7C15)
+        # splitmix64 of (seed, key): a well-mixed, never-zero start for the row's xorshift.
+        z = seed + np.uint64(first_key + r - start + 1) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         state[0] = (z ^ (z >> np.uint64(31))) | np.uint64(1)

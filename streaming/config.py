@@ -254,6 +254,12 @@ class ProcessorConfig:
     similar_every: int = field(
         default=10_000, metadata=_help("events between publications of the changed items' neighbour lists")
     )
+    max_users: int = field(
+        default=100_000,
+        metadata=_help(
+            "users held in recommender state; the least recently active are forgotten and count as new again"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap_servers is not None and not self.bootstrap_servers.strip():
@@ -400,6 +406,7 @@ class ProcessorConfig:
             ("reco_factors", 1, 1000),
             ("top_n", 1, 1000),
             ("similar_every", 1, 100_000_000),
+            ("max_users", 1, 100_000_000),
             ("max_record_bytes", 0, 2**31 - 1),
             ("bad_ratio_window", 1, 10_000_000),
         ):

@@ -13,12 +13,14 @@ Each learns from one interaction (``learn_one``) or a batch (``learn_many``), sc
 item) pair (``score``) and ranks (``rank``: the user's best ``n`` items they have not interacted
 with; ``similar_items``: an item's neighbours). New users and items may appear at any time: ids
 map to rows of dense arrays that double when full, so nothing is resized by hand and ranking is
-one pass over a contiguous array. The per-event and per-item loops are compiled with numba
-(:mod:`anomrec.streaming._reco_kernels`).
+one pass over a contiguous array. With ``max_users`` (:class:`Interactions`), the least recently
+active user makes room for a new one, so the per-user arrays stop growing there. The per-event
+and per-item loops are compiled with numba (:mod:`anomrec.streaming._reco_kernels`).
 
 Determinism: the only randomness (BPR's negative samples, initial factors) comes from each
 model's own seeded generator, and time decay uses the events' own times, so the same
-interactions in the same order always give the same model.
+interactions in the same order always give the same model. Which user is forgotten depends on
+the order of the interactions only.
 
 Examples
 --------
@@ -35,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -48,14 +51,28 @@ from .exceptions import ConfigError
 _MAX_EXPONENT = 256.0
 
 
-def _grown(array: np.ndarray, rows: int, fill: float = 0.0) -> np.ndarray:
-    """``array`` with room for at least ``rows`` rows (doubling), new rows set to ``fill``."""
+#: Most entries a user's history holds before it is compacted (:meth:`Interactions.record`):
+#: a bound on a bot's repeated clicks, far above MovieLens' busiest user (1,115 positives).
+MAX_HISTORY = 4096
+
+
+def _grown(array: np.ndarray, rows: int, fill: float = 0.0, limit: int | None = None) -> np.ndarray:
+    """``array`` with room for ``rows`` rows (doubling, to ``limit`` at most), new rows set to ``fill``."""
     if rows <= array.shape[0]:
         return array
     capacity = max(rows, 2 * array.shape[0], 16)
+    if limit is not None:
+        capacity = max(rows, min(capacity, limit))
     bigger = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
     bigger[: array.shape[0]] = array
     return bigger
+
+
+def _latest_distinct(row: np.ndarray, keep: int) -> np.ndarray:
+    """The distinct values of ``row``, the ``keep`` latest (by latest occurrence), oldest first."""
+    backwards = row[::-1]
+    _, first = np.unique(backwards, return_index=True)
+    return backwards[np.sort(first)[:keep]][::-1].copy()
 
 
 def _check(
@@ -72,36 +89,102 @@ def _check(
 class Interactions:
     """The id space and interaction histories that the models of a :class:`Hybrid` share.
 
-    Users and items get dense indices in order of first appearance. A user's history (every item
-    they interacted with, in order, repeats included) is what ranking excludes.
+    Users and items get dense indices (slots) in order of first appearance. A user's history
+    (the items they interacted with, in order, repeats included, up to :data:`MAX_HISTORY`
+    entries) is what ranking excludes.
+
+    Parameters
+    ----------
+    max_users
+        Users held at most (None: no bound). They are kept in order of their latest interaction
+        (event order, never wall time); a new user arriving when ``max_users`` are held takes
+        the slot of the least recently active one, who is forgotten: its history is cleared and
+        every model resets its rows, as for a user never seen (new factors, an empty item-item
+        window, a zero bias). A forgotten user who comes back is a new user. Items are not
+        bounded: co-occurrence rows and the users' windows refer to item slots, so an item
+        cannot be forgotten without rewriting them, and catalogues are far smaller than user
+        bases.
+
+    Examples
+    --------
+    >>> data = Interactions(max_users=2)
+    >>> [data.encode_one(user, "tea")[0] for user in ("ann", "bob", "ann", "cy")]
+    [0, 1, 0, 1]
+    >>> data.last_evicted, sorted(data.user_index), data.n_users
+    ('bob', ['ann', 'cy'], 2)
     """
 
-    def __init__(self) -> None:
-        self.user_index: dict[str, int] = {}
+    def __init__(self, max_users: int | None = None) -> None:
+        if max_users is not None and (
+            not isinstance(max_users, int) or isinstance(max_users, bool) or max_users < 1
+        ):
+            raise ConfigError(f"max_users={max_users!r} is out of range: expected an integer >= 1 or None")
+        self.max_users = max_users
+        # user -> slot, least recently active first (kept in that order only when bounded)
+        self.user_index: OrderedDict[str, int] = OrderedDict()
         self.item_index: dict[str, int] = {}
-        self.user_ids: list[str] = []
+        self.user_ids: list[str] = []  # slot -> user
         self.item_ids: list[str] = []
         self._history: list[np.ndarray] = []
         self._history_len: list[int] = []
         self.counts = np.zeros(16)
         self.learned = 0
+        #: Users ever added (forgotten ones count again when they come back).
+        self.created = 0
+        #: Users forgotten so far, and the latest of them (None before the first).
+        self.evicted = 0
+        self.last_evicted: str | None = None
+        # Slots given to a new user since the last learned batch, with that user's number in
+        # ``created``: the models reset these rows before they learn (:meth:`Model.learn_encoded`).
+        # A freed slot is reused at once, so no free list outlives an event.
+        self.resets: list[tuple[int, int]] = []
 
     @property
     def n_users(self) -> int:
+        """Slots in use: the rows per-user arrays need (at most ``max_users``)."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    def encode_one(self, user: str, item: str) -> tuple[int, int, int]:
-        """:meth:`encode` for one interaction, as plain ints (the per-event fast path)."""
-        u = self.user_index.get(user)
-        if u is None:
-            u = self.user_index[user] = len(self.user_ids)
+    def _add_user(self, user: str) -> int:
+        index = self.user_index
+        if self.max_users is not None and len(index) >= self.max_users:
+            gone, u = index.popitem(last=False)
+            self.user_ids[u] = user
+            self._history_len[u] = 0
+            if self._history[u].shape[0] > 4:
+                self._history[u] = np.empty(4, np.int32)
+            self.resets.append((u, self.created))
+            self.evicted += 1
+            self.last_evicted = gone
+        else:
+            u = len(self.user_ids)
             self.user_ids.append(user)
             self._history.append(np.empty(4, np.int32))
             self._history_len.append(0)
+        index[user] = u
+        self.created += 1
+        return u
+
+    def _victim(self) -> int:
+        """The slot a new user would take now; -1 when there is room."""
+        if self.max_users is None or len(self.user_index) < self.max_users:
+            return -1
+        return next(iter(self.user_index.values()))
+
+    def encode_one(self, user: str, item: str) -> tuple[int, int, int]:
+        """:meth:`encode` for one interaction, as plain ints (the per-event fast path).
+
+        A new user may make room by forgetting the least recently active one
+        (:attr:`last_evicted`, :attr:`evicted` counts them).
+        """
+        u = self.user_index.get(user)
+        if u is None:
+            u = self._add_user(user)
+        elif self.max_users is not None:
+            self.user_index.move_to_end(user)
         known = len(self.item_ids)
         i = self.item_index.get(item)
         if i is None:
@@ -110,16 +193,49 @@ class Interactions:
         return u, i, known
 
     def encode(self, users: Sequence[str], items: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Indices of ``users`` and ``items``, adding new ids; also the item count before each event."""
-        u = np.empty(len(users), np.int32)
-        i = np.empty(len(items), np.int32)
-        known = np.empty(len(items), np.int64)
-        for e, (user, item) in enumerate(zip(users, items, strict=True)):
-            u[e], i[e], known[e] = self.encode_one(user, item)
+        """Indices of ``users`` and ``items``, adding new ids; also the item count before each event.
+
+        With ``max_users``, a batch in which a new user would take the slot of a user met earlier
+        in the same batch cannot be encoded at once (learned as one, the two users' events would
+        mix): :meth:`Model.learn_many` splits it with :meth:`encode_part`.
+        """
+        u, i, known = self.encode_part(users, items, 0)
+        if len(u) < len(users):
+            raise ConfigError(
+                f"a batch of {len(users)} interactions names more users than max_users={self.max_users} "
+                f"can hold at once (the first {len(u)} were encoded): learn it with learn_many, which "
+                "splits it, or in smaller batches"
+            )
+        return u, i, known
+
+    def encode_part(
+        self, users: Sequence[str], items: Sequence[str], start: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`encode` from event ``start`` on, stopping before the first event (if any) whose
+        new user would take the slot of a user met earlier in this part.
+        """
+        n = len(users)
+        u = np.empty(n - start, np.int32)
+        i = np.empty(n - start, np.int32)
+        known = np.empty(n - start, np.int64)
+        used: set[int] | None = None if self.max_users is None else set()
+        index = self.user_index
+        for e in range(start, n):
+            user = users[e]
+            if used is not None and user not in index and self._victim() in used:
+                return u[: e - start], i[: e - start], known[: e - start]
+            slot, item, before = self.encode_one(user, items[e])
+            if used is not None:
+                used.add(slot)
+            u[e - start], i[e - start], known[e - start] = slot, item, before
         return u, i, known
 
     def record(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
-        """Append learned interactions to the users' histories and the plain item counts."""
+        """Append learned interactions to the users' histories and the plain item counts.
+
+        A history that reaches :data:`MAX_HISTORY` entries is compacted to its distinct items, the
+        :data:`MAX_HISTORY` // 2 latest (by their latest interaction).
+        """
         if self.n_items > self.counts.shape[0]:
             self.counts = _grown(self.counts, self.n_items)
         k.popularity_learn(self.counts, items, weights)
@@ -127,11 +243,16 @@ class Interactions:
         for u, i in zip(users.tolist(), items.tolist(), strict=True):
             row = history[u]
             n = lengths[u]
+            if n == MAX_HISTORY:
+                kept = _latest_distinct(row[:n], MAX_HISTORY // 2)
+                n = kept.shape[0]
+                row[:n] = kept
             if n == row.shape[0]:
-                row = history[u] = np.concatenate([row, np.empty(n, np.int32)])
+                row = history[u] = np.concatenate([row, np.empty(min(n, MAX_HISTORY - n), np.int32)])
             row[n] = i
             lengths[u] = n + 1
         self.learned += len(users)
+        self.resets.clear()
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Ids, histories, counts: plain arrays (no objects), safe to save with ``allow_pickle=False``."""
@@ -144,25 +265,52 @@ class Interactions:
             "history_len": lengths,
             "counts": self.counts[: self.n_items].copy(),
             "learned": np.array(self.learned, np.int64),
+            "max_users": np.array(-1 if self.max_users is None else self.max_users, np.int64),
+            # slots, least recently active user first
+            "lru": np.fromiter(self.user_index.values(), np.int64, len(self.user_index)),
+            "created": np.array(self.created, np.int64),
+            "evicted": np.array(self.evicted, np.int64),
+            "last_evicted": np.array("" if self.last_evicted is None else self.last_evicted, np.str_),
+            "resets": np.array(self.resets, np.int64).reshape(-1, 2),
         }
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace everything with a :meth:`state_arrays`'s contents."""
+        saved_max = int(arrays.get("max_users", -1))
+        if saved_max != (-1 if self.max_users is None else self.max_users):
+            raise ConfigError(
+                f"recommender state was learned with max_users={None if saved_max < 0 else saved_max}, "
+                f"not {self.max_users}: restore it with that setting, or start afresh"
+            )
         self.user_ids = [str(u) for u in arrays["user_ids"].tolist()]
         self.item_ids = [str(i) for i in arrays["item_ids"].tolist()]
-        self.user_index = {u: k for k, u in enumerate(self.user_ids)}
+        n_users = len(self.user_ids)
+        lru = arrays["lru"].tolist() if "lru" in arrays else range(n_users)  # older states
+        if sorted(lru) != list(range(n_users)):
+            raise ConfigError("recommender state is inconsistent: the users' order does not match the users")
+        self.user_index = OrderedDict((self.user_ids[s], int(s)) for s in lru)
         self.item_index = {i: k for k, i in enumerate(self.item_ids)}
         lengths = arrays["history_len"].astype(np.int64)
-        if len(lengths) != len(self.user_ids) or int(lengths.sum()) != len(arrays["history"]):
+        if len(lengths) != n_users or int(lengths.sum()) != len(arrays["history"]):
             raise ConfigError("recommender state is inconsistent: user histories do not match the users")
         ends = np.cumsum(lengths)
         self._history = [
-            np.concatenate([arrays["history"][e - n : e].astype(np.int32), np.empty(max(4, n), np.int32)])
+            np.concatenate(
+                [
+                    arrays["history"][e - n : e].astype(np.int32),
+                    np.empty(max(4, min(n, MAX_HISTORY - n)), np.int32),
+                ]
+            )
             for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
         ]
         self._history_len = lengths.tolist()
         self.counts = _grown(arrays["counts"].astype(np.float64), max(16, self.n_items))
         self.learned = int(arrays["learned"])
+        self.created = int(arrays.get("created", n_users))
+        self.evicted = int(arrays.get("evicted", 0))
+        last = str(arrays.get("last_evicted", ""))
+        self.last_evicted = last or None
+        self.resets = [(int(u), int(c)) for u, c in arrays.get("resets", np.empty((0, 2), np.int64)).tolist()]
 
     def seen(self, user: int) -> np.ndarray:
         """The items user ``user`` interacted with (a view: copy before keeping it)."""
@@ -208,6 +356,9 @@ class Model:
     def _neighbours(self, item: int, out: np.ndarray) -> None:
         """Write every known item's similarity to ``item`` into ``out`` (0 when unrelated)."""
         out[:] = 0.0
+
+    def _forget(self, user: int, key: int) -> None:
+        """Reset user slot ``user``'s rows to a new user's, whose number (in ``data.created``) is ``key``."""
 
     def _settings(self) -> str:
         """The settings a saved state must have been learned with to be restored here."""
@@ -276,16 +427,32 @@ class Model:
         weights: Sequence[float] | np.ndarray | None = None,
         times: Sequence[float] | np.ndarray | None = None,
     ) -> None:
-        """Learn interactions in order; weights default to 1 and times to 0 (no decay)."""
-        u, i, known = self.data.encode(users, items)
-        w = np.ones(len(u)) if weights is None else np.asarray(weights, np.float64)
-        t = np.zeros(len(u)) if times is None else np.asarray(times, np.float64)
-        self.learn_encoded(u, i, w, t, known)
+        """Learn interactions in order; weights default to 1 and times to 0 (no decay).
+
+        The same as learning them one at a time. With ``max_users``, a batch in which a new user
+        would take the slot of a user met earlier in it is learned in parts.
+        """
+        n = len(users)
+        w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+        t = np.zeros(n) if times is None else np.asarray(times, np.float64)
+        start = 0
+        while True:
+            u, i, known = self.data.encode_part(users, items, start)
+            stop = start + len(u)
+            self.learn_encoded(u, i, w[start:stop], t[start:stop], known)
+            start = stop
+            if start >= n:
+                return
 
     def learn_encoded(
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray
     ) -> None:
-        """Learn interactions already encoded by ``self.data.encode`` (the fast path)."""
+        """Learn interactions already encoded by ``self.data.encode`` (the fast path).
+
+        Slots that changed hands since the last call (``data.resets``) are reset first.
+        """
+        for user, key in self.data.resets:
+            self._forget(user, key)
         self._learn(users, items, weights, times, known)
         self.data.record(users, items, weights)
 
@@ -497,9 +664,10 @@ class ItemItem(Model):
             self._fill = _grown(self._fill, n_items)
             self._degree = _grown(self._degree, n_items)
         if n_users > self._recent_len.shape[0]:
-            self._recent = _grown(self._recent, n_users, fill=-1)
-            self._recent_w = _grown(self._recent_w, n_users)
-            self._recent_len = _grown(self._recent_len, n_users)
+            limit = self.data.max_users
+            self._recent = _grown(self._recent, n_users, fill=-1, limit=limit)
+            self._recent_w = _grown(self._recent_w, n_users, limit=limit)
+            self._recent_len = _grown(self._recent_len, n_users, limit=limit)
         scaled = self._decay.scaled(weights, times, self._rescale)
         first = 0
         while first >= 0:
@@ -523,6 +691,12 @@ class ItemItem(Model):
             )
             if first >= 0:
                 self._grow_pool()
+
+    def _forget(self, user: int, key: int) -> None:
+        if user < self._recent_len.shape[0]:
+            self._recent[user] = -1
+            self._recent_w[user] = 0.0
+            self._recent_len[user] = 0
 
     def _grow_pool(self) -> None:
         """Double the pool (at least), packing the rows back to back."""
@@ -610,13 +784,21 @@ class _Factors(Model):
     def _grow(self) -> None:
         n_users, n_items = self.data.n_users, self.data.n_items
         if n_users > self._users:
-            self.P = _grown(self.P, n_users)
-            k.init_rows(self._seed, self.P, self._users, n_users, self.init_scale)
+            # A fresh slot is taken by the user numbered as the slot: nobody was forgotten yet.
+            self.P = _grown(self.P, n_users, limit=self.data.max_users)
+            k.init_rows(self._seed, self.P, self._users, n_users, self.init_scale, self._users)
             self._users = n_users
         if n_items > self._items:
             self.Q = _grown(self.Q, n_items)
-            k.init_rows(self._seed ^ np.uint64(0x5BD1E995), self.Q, self._items, n_items, self.init_scale)
+            k.init_rows(
+                self._seed ^ np.uint64(0x5BD1E995), self.Q, self._items, n_items, self.init_scale, self._items
+            )
             self._items = n_items
+
+    def _forget(self, user: int, key: int) -> None:
+        """The user's row gets the initial values of a fresh row numbered ``key``."""
+        if user < self._users:
+            k.init_rows(self._seed, self.P, user, user + 1, self.init_scale, key)
 
     def _neighbours(self, item: int, out: np.ndarray) -> None:
         """Cosine similarity of item factors."""
@@ -715,6 +897,11 @@ class BiasedMF(_Factors):
         self.item_bias = np.zeros(16)
         self._moments = np.zeros(2)
 
+    def _forget(self, user: int, key: int) -> None:
+        super()._forget(user, key)
+        if user < self.user_bias.shape[0]:
+            self.user_bias[user] = 0.0
+
     @property
     def global_mean(self) -> float:
         return float(self._moments[1])
@@ -723,7 +910,7 @@ class BiasedMF(_Factors):
         self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, times: np.ndarray, known: np.ndarray
     ) -> None:
         self._grow()
-        self.user_bias = _grown(self.user_bias, self.data.n_users)
+        self.user_bias = _grown(self.user_bias, self.data.n_users, limit=self.data.max_users)
         self.item_bias = _grown(self.item_bias, self.data.n_items)
         k.biased_mf_learn(
             self.P,
@@ -810,6 +997,10 @@ class Hybrid(Model):
         for model in self.components:
             model._learn(users, items, weights, times, known)
 
+    def _forget(self, user: int, key: int) -> None:
+        for model in self.components:
+            model._forget(user, key)
+
     def _component_scores(self, user: int, n: int) -> np.ndarray:
         if self._stack.shape[1] < n:
             self._stack = np.zeros((len(self.components), max(n, 2 * self._stack.shape[1])))
@@ -862,12 +1053,15 @@ def build_model(
     half_life: float | None = None,
     hybrid_weights: dict[str, float] | None = None,
     seed: int = 42,
+    max_users: int | None = None,
 ) -> Model:
     """A model by name, with the defaults chosen on MovieLens.
 
     The hybrid blends item-item (1.0), BPR (0.1) and popularity (0.05) unless ``hybrid_weights``
-    names others (keys ``itemitem``, ``bpr``, ``popularity``).
+    names others (keys ``itemitem``, ``bpr``, ``popularity``). ``max_users`` bounds the users held
+    (see :class:`Interactions`; None: no bound).
     """
+    data = Interactions(max_users)
     if name == "hybrid":
         weights = {"itemitem": 1.0, "bpr": 0.1, "popularity": 0.05}
         if hybrid_weights is not None:
@@ -877,7 +1071,6 @@ def build_model(
                     f"hybrid weights name {unknown}: the hybrid blends itemitem, bpr and popularity"
                 )
             weights = {**dict.fromkeys(weights, 0.0), **hybrid_weights}
-        data = Interactions()
         parts: list[tuple[Model, float]] = [
             (ItemItem(data, half_life=half_life), weights["itemitem"]),
             (BPR(data, factors=factors, seed=seed), weights["bpr"]),
@@ -885,13 +1078,13 @@ def build_model(
         ]
         return Hybrid([(m, w) for m, w in parts if w > 0.0], data)
     if name == "itemitem":
-        return ItemItem(half_life=half_life)
+        return ItemItem(data, half_life=half_life)
     if name == "bpr":
-        return BPR(factors=factors, seed=seed)
+        return BPR(data, factors=factors, seed=seed)
     if name == "isgd":
-        return ISGD(factors=factors, seed=seed)
+        return ISGD(data, factors=factors, seed=seed)
     if name == "biased-mf":
-        return BiasedMF(factors=factors, seed=seed)
+        return BiasedMF(data, factors=factors, seed=seed)
     if name == "popularity":
-        return Popularity(half_life=half_life)
+        return Popularity(data, half_life=half_life)
     raise ConfigError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")

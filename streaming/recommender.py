@@ -15,6 +15,11 @@ For every event that records an interaction (a user and an item) it
 and every ``similar_every`` events it publishes the neighbour lists of the items learned since
 the last time (:class:`NeighbourUpdate`), for a compacted topic keyed by item.
 
+It holds at most ``max_users`` users: when the model forgets the least recently active one to make
+room for a new one (:class:`~anomrec.streaming.reco.Interactions`), the task forgets that user's
+last published list, its debounce clock and any update it had waiting, so a user who comes back
+is new in every respect.
+
 Everything is decided per event, in stream order, from event time: the same events give the same
 updates however they are batched.
 """
@@ -108,7 +113,7 @@ class RecommenderTask:
     ----------
     config
         ``reco_model``, ``reco_factors``, ``reco_half_life_seconds``, ``reco_gating``, ``top_n``,
-        ``debounce_seconds``, ``similar_every``, ``min_rating`` and ``seed``.
+        ``debounce_seconds``, ``similar_every``, ``min_rating``, ``max_users`` and ``seed``.
 
     Examples
     --------
@@ -134,7 +139,11 @@ class RecommenderTask:
         self.config = config
         half_life = config.reco_half_life_seconds or None
         self.model: Model = build_model(
-            config.reco_model, factors=config.reco_factors, half_life=half_life, seed=config.seed
+            config.reco_model,
+            factors=config.reco_factors,
+            half_life=half_life,
+            seed=config.seed,
+            max_users=config.max_users,
         )
         self.explicit = config.reco_model == "biased-mf"
         self._last_time: dict[str, float] = {}
@@ -218,13 +227,26 @@ class RecommenderTask:
         return step
 
     def _learn(self, user: str, item: str, weight: float, t: float) -> None:
-        u, i, known = self.model.data.encode_one(user, item)
+        data = self.model.data
+        evicted = data.evicted
+        u, i, known = data.encode_one(user, item)
+        if data.evicted != evicted and data.last_evicted is not None:
+            self._forget(data.last_evicted)
         # One event at a time, through arrays kept for it: the lists published after an event
         # must reflect exactly the events up to it.
         one = self._one
         one.users[0], one.items[0], one.known[0], one.weights[0], one.times[0] = u, i, known, weight, t
         self.model.learn_encoded(one.users, one.items, one.weights, one.times, one.known)
         self._touched[i] = None
+
+    def _forget(self, user: str) -> None:
+        """Drop what the task holds of a user the model forgot: when they come back, they are new."""
+        self._last_time.pop(user, None)
+        self._last_items.pop(user, None)
+        if self._waiting.pop(user, None) is not None:
+            # Rare: a user the least recently active of max_users yet inside its debounce interval.
+            self._due = [entry for entry in self._due if entry[2] != user]
+            heapq.heapify(self._due)
 
     def _offer(self, user: str, event_id: str, t: float, step: RecoStep) -> None:
         last = self._last_time.get(user)

@@ -12,11 +12,13 @@ from anomrec.streaming.exceptions import ConfigError
 from anomrec.streaming.reco import (
     BPR,
     ISGD,
+    MAX_HISTORY,
     MODELS,
     BiasedMF,
     Hybrid,
     Interactions,
     ItemItem,
+    Model,
     Popularity,
     build_model,
 )
@@ -72,16 +74,23 @@ def test_new_users_and_items_arrive_at_any_time(name: str) -> None:
     assert math.isnan(model.score("user5", "no such item"))
 
 
+@pytest.mark.parametrize("max_users", [None, 7])
 @pytest.mark.parametrize("name", MODELS)
-def test_learn_many_equals_learning_one_at_a_time(name: str, stream: list[tuple[str, str]]) -> None:
-    batch, single = build_model(name), build_model(name)
+def test_learn_many_equals_learning_one_at_a_time(
+    name: str, max_users: int | None, stream: list[tuple[str, str]]
+) -> None:
+    """Also with a tiny ``max_users``: 60 users through 7 slots, a forgotten user every few events."""
+    batch, single = build_model(name, max_users=max_users), build_model(name, max_users=max_users)
     users, items = zip(*stream[:800], strict=True)
     times = np.arange(800) * 3600.0
     batch.learn_many(list(users), list(items), None, times)
     for (u, i), t in zip(stream[:800], times, strict=True):
         single.learn_one(u, i, 1.0, float(t))
-    for user in ("u2", "u9"):
+    for user in ("u2", "u9", *batch.data.user_index):
         assert batch.rank(user, 10) == single.rank(user, 10)
+    assert list(batch.data.user_index.items()) == list(single.data.user_index.items())
+    assert batch.data.evicted == single.data.evicted
+    assert (batch.data.evicted > 100) == (max_users is not None)
 
 
 def test_an_unknown_user_gets_the_popularity_list_and_an_unknown_item_no_neighbours() -> None:
@@ -258,25 +267,31 @@ def test_models_built_on_another_id_space_are_refused_and_bad_settings_named() -
         build_model("hybrid", hybrid_weights={"svd": 1.0})
 
 
+@pytest.mark.parametrize("max_users", [None, 15])
 @pytest.mark.parametrize("name", MODELS)
 def test_a_restored_model_carries_on_exactly_as_the_original(
-    name: str, stream: list[tuple[str, str]], tmp_path: Path
+    name: str, max_users: int | None, stream: list[tuple[str, str]], tmp_path: Path
 ) -> None:
-    """Learn half, save to .npz (no pickle), restore into a fresh model, learn the rest in both."""
+    """Learn half, save to .npz (no pickle), restore into a fresh model, learn the rest in both.
+
+    With ``max_users=15`` (60 users), users are forgotten throughout: the order of the users and
+    the count of users ever added travel with the state.
+    """
     users, items = (list(x) for x in zip(*stream, strict=True))
     times = np.arange(len(users)) * 600.0
     weights = np.where(np.arange(len(users)) % 3 == 0, 5.0, 1.0)
     half = len(users) // 2
-    original = build_model(name, half_life=86_400.0)
+    original = build_model(name, half_life=86_400.0, max_users=max_users)
     original.learn_many(users[:half], items[:half], weights[:half], times[:half])
     np.savez(tmp_path / "state.npz", **original.state_arrays())
     with np.load(tmp_path / "state.npz", allow_pickle=False) as saved:
         arrays = dict(saved)
-    restored = build_model(name, half_life=86_400.0)
+    restored = build_model(name, half_life=86_400.0, max_users=max_users)
     restored.load_state_arrays(arrays)
     for model in (original, restored):
         model.learn_many(users[half:], items[half:], weights[half:], times[half:])
-    for user in ("u0", "u3", "u17", "nobody"):
+    assert (original.data.evicted > 1000) == (max_users is not None)
+    for user in ("u0", "u3", "u17", "nobody", *original.data.user_index):
         assert restored.rank(user, 10) == original.rank(user, 10)
     assert restored.similar_items("i5", 5) == original.similar_items("i5", 5)
     after, before = restored.state_arrays(), original.state_arrays()
@@ -305,3 +320,146 @@ def test_the_hybrids_one_pass_ranking_equals_blending_then_selecting(stream: lis
         m = kernels.top_n(scores, model.data.seen(user), 10, out_i, out_s)
         assert fast_items.tolist() == out_i[:m].tolist()
         assert fast_scores.tolist() == out_s[:m].tolist()  # to the last bit
+
+
+# --------------------------------------------------------------------------------------------------
+# a bounded number of users
+
+
+def per_user_rows(model: Model) -> dict[str, int]:
+    """The rows of every per-user array of ``model`` (of its components, for a hybrid)."""
+    rows: dict[str, int] = {}
+    for part in getattr(model, "components", [model]):
+        for attr in ("_recent", "_recent_w", "_recent_len", "P", "user_bias"):
+            if hasattr(part, attr):
+                rows[f"{part.name}.{attr}"] = getattr(part, attr).shape[0]
+    data = part.data
+    rows["data.user_ids"] = len(data.user_ids)
+    rows["data.user_index"] = len(data.user_index)
+    rows["data._history"] = len(data._history)
+    return rows
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_users_beyond_max_users_are_forgotten_and_their_slots_reused(name: str) -> None:
+    """Ten times ``max_users`` distinct users: the per-user arrays stop growing at the cap."""
+    max_users = 20
+    model = build_model(name, max_users=max_users)
+    for n in range(10 * max_users):
+        model.learn_many([f"user{n}", f"user{n}"], [f"item{n % 30}", f"item{(n + 1) % 30}"])
+        held = min(n + 1, max_users)
+        assert len(model.data.user_index) == model.data.n_users == held
+        assert model.data.evicted == n + 1 - held
+        if n >= max_users:
+            assert model.data.last_evicted == f"user{n - max_users}"  # the least recently active
+    assert set(model.data.user_index) == {f"user{n}" for n in range(9 * max_users, 10 * max_users)}
+    assert sorted(model.data.user_index.values()) == list(range(max_users))
+    assert model.data.created == 10 * max_users
+    rows = per_user_rows(model)
+    assert max(rows.values()) <= max_users, rows
+    assert model.data.n_items == 30  # items are not bounded, and not forgotten
+
+
+def test_the_least_recently_active_user_goes_first_in_event_order() -> None:
+    model = build_model("itemitem", max_users=3)
+    model.learn_many(["a", "b", "c", "a", "b"], ["x", "y", "z", "y", "x"])  # c is now the oldest
+    model.learn_one("d", "z")
+    assert model.data.last_evicted == "c"
+    assert list(model.data.user_index) == ["a", "b", "d"]
+    assert model.data.user_index["d"] == 2  # c's slot
+
+
+def test_a_forgotten_users_rows_are_reset_as_a_new_users_would_be() -> None:
+    """The user who takes a forgotten user's slot gets exactly the rows it would get in a fresh slot.
+
+    The same events go into a model holding 2 users and into one holding them all; the item side
+    learns the same in both, so the newcomer's rows must match to the bit.
+    """
+
+    def hybrid(max_users: int | None) -> tuple[Hybrid, ItemItem, BPR, BiasedMF]:
+        data = Interactions(max_users)
+        parts = ItemItem(data), BPR(data, seed=3), BiasedMF(data, seed=3)
+        return Hybrid([(parts[0], 1.0), (parts[1], 0.1), (parts[2], 0.1)], data), *parts
+
+    bounded, item_item, bpr, mf = hybrid(2)
+    everyone, item_item_all, bpr_all, mf_all = hybrid(None)
+    users, items = ["a", "a", "a", "b", "b"], ["x", "y", "z", "x", "w"]
+    weights = [1.0, 5.0, 2.0, 1.0, 3.0]
+    for model in (bounded, everyone):
+        model.learn_many(users, items, weights)
+    data = bounded.data
+    slot = data.user_index["a"]
+    assert item_item._recent_len[slot] == 3 and mf.user_bias[slot] != 0.0
+    for model in (bounded, everyone):
+        model.learn_many(["c", "c"], ["q", "x"], [4.0, 2.0])  # c takes a's slot
+    assert data.user_index["c"] == slot and "a" not in data.user_index and data.last_evicted == "a"
+    assert data.seen(slot).tolist() == [data.item_index["q"], data.item_index["x"]]
+    new = everyone.data.user_index["c"]
+    assert new == 2 != slot
+    assert np.array_equal(item_item._recent[slot], item_item_all._recent[new])
+    assert np.array_equal(item_item._recent_w[slot], item_item_all._recent_w[new])
+    assert item_item._recent_len[slot] == item_item_all._recent_len[new] == 2
+    assert np.array_equal(bpr.P[slot], bpr_all.P[new])
+    assert np.array_equal(mf.P[slot], mf_all.P[new])
+    assert mf.user_bias[slot] == mf_all.user_bias[new]
+    assert bounded.rank("c", 5) == everyone.rank("c", 5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_forgotten_user_who_comes_back_is_a_new_user(name: str) -> None:
+    model = build_model(name, max_users=3)
+    model.learn_many(["a", "a", "b", "c", "d"], ["x", "y", "x", "z", "z"])
+    assert "a" not in model.data.user_index
+    cold = model.rank("nobody", 5)
+    assert model.rank("a", 5) == cold  # the popularity list, x and y included
+    model.learn_one("a", "w")
+    assert model.data.seen(model.data.user_index["a"]).tolist() == [model.data.item_index["w"]]
+    assert {"x", "y"} <= {item for item, _ in model.rank("a", 5)}
+
+
+@pytest.mark.parametrize("name", ["hybrid", "biased-mf"])
+def test_with_forgetting_the_same_stream_gives_the_same_model(name: str) -> None:
+    stream = taste_stream(3000, n_users=200)
+    users, items = (list(x) for x in zip(*stream, strict=True))
+
+    def state() -> dict[str, np.ndarray]:
+        model = build_model(name, max_users=25)
+        for start in range(0, len(users), 97):
+            model.learn_many(users[start : start + 97], items[start : start + 97])
+        assert model.data.evicted > 2000
+        return model.state_arrays()
+
+    first, second = state(), state()
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)  # NaN == NaN here
+
+
+def test_encoding_a_batch_with_more_users_than_the_cap_is_refused_and_learn_many_splits_it() -> None:
+    model = build_model("bpr", max_users=2)
+    with pytest.raises(ConfigError, match=r"max_users=2 can hold at once \(the first 2 were encoded\)"):
+        Interactions(max_users=2).encode(["a", "b", "c"], ["x", "x", "x"])
+    model.learn_many(["a", "b", "c", "a"], ["x", "y", "z", "w"])
+    assert list(model.data.user_index) == ["c", "a"] and model.data.evicted == 2
+    with pytest.raises(ConfigError, match="max_users=0"):
+        Interactions(max_users=0)
+
+
+def test_state_learned_with_another_max_users_is_refused() -> None:
+    model = build_model("itemitem", max_users=10)
+    model.learn_one("a", "x")
+    with pytest.raises(ConfigError, match="learned with max_users=10, not None"):
+        build_model("itemitem").load_state_arrays(model.state_arrays())
+
+
+def test_a_users_history_is_compacted_to_its_latest_distinct_items() -> None:
+    """A bot clicking the same few items forever holds at most MAX_HISTORY entries."""
+    model = build_model("itemitem")
+    model.learn_many(["bot"] * 3, ["early", "x", "y"])
+    clicks = [f"i{n % 7}" for n in range(3 * MAX_HISTORY)]
+    model.learn_many(["bot"] * len(clicks), clicks)
+    seen = model.data.seen(0)
+    assert len(seen) <= MAX_HISTORY
+    assert {model.data.item_ids[j] for j in seen.tolist()} == {"early", "x", "y", *clicks[:7]}
+    model.learn_many(["other", "other"], ["early", "z"])
+    assert [item for item, _ in model.rank("bot", 3)] == ["z"]

@@ -162,3 +162,62 @@ def test_events_without_a_user_or_item_are_counted_not_learned() -> None:
     events.append(Event("5", "u", 5.0, (), interaction=Interaction("u", "x")))
     step = RecommenderTask(ProcessorConfig()).process(events, np.zeros(6, bool))
     assert (step.not_interactions, step.learned) == (5, 1)
+
+
+def test_a_restored_task_with_users_being_forgotten_publishes_what_an_uninterrupted_one_does(
+    stream: list[Event],
+) -> None:
+    """40 users through 9 slots: forgetting, and the task's dropped lists, survive a restore."""
+    config = ProcessorConfig(debounce_seconds=90.0, similar_every=700, max_users=9)
+    alerted = np.zeros(len(stream), bool)
+    whole = run(config, stream, alerted, batch=250)
+    assert whole.model.data.evicted > 1000
+
+    first = RecommenderTask(config)
+    head = first.process(stream[:1234], alerted[:1234])
+    arrays, meta = first.snapshot()
+    second = RecommenderTask(config)
+    second.restore(dict(arrays), json.loads(json.dumps(meta)))
+    tail = second.process(stream[1234:], alerted[1234:])
+    assert [u.to_dict() for u in head.updates + tail.updates] == [u.to_dict() for u in whole.updates]
+    after, before = second.snapshot(), whole.snapshot()
+    assert after[1] == before[1]
+    for key in before[0]:
+        np.testing.assert_array_equal(after[0][key], before[0][key], err_msg=key)
+
+
+def test_the_task_forgets_what_it_held_of_a_forgotten_user() -> None:
+    """Its last list, its debounce clock and an update it had waiting; back, it is a new user."""
+    config = ProcessorConfig(debounce_seconds=100.0, max_users=2, top_n=3)
+    task = RecommenderTask(config)
+
+    def ev(i: int, user: str, item: str, t: float) -> Event:
+        return Event(str(i), user, t, (), interaction=Interaction(user, item))
+
+    events = [ev(0, "b", "x", 0.0), ev(1, "b", "y", 0.5), ev(2, "a", "x", 1.0), ev(3, "a", "z", 2.0)]
+    events += [ev(4, "b", "w", 3.0), ev(5, "b", "q", 4.0)]
+    step = task.process(events, np.zeros(6, bool))
+    assert [(u.user, u.event_time) for u in step.updates] == [("a", 1.0), ("b", 3.0)]
+    assert set(task._waiting) == {"a", "b"} and len(task._due) == 2  # both inside their interval
+    step = task.process([ev(6, "c", "w", 5.0)], np.zeros(1, bool))  # a is the least recently active
+    assert task.model.data.last_evicted == "a"
+    assert "a" not in task._last_items and "a" not in task._last_time and "a" not in task._waiting
+    assert [entry[2] for entry in task._due] == ["b"]
+    assert [u.user for u in step.updates] == ["c"]
+    # b's wait ends at t=103 as before (its list had not changed: nothing to publish); a comes back
+    # and is published at once, as any new user.
+    step = task.process([ev(7, "a", "y", 150.0)], np.zeros(1, bool))
+    assert [(u.user, u.event_time) for u in step.updates] == [("a", 150.0)]
+    assert task._waiting == {} and task._due == []
+    assert task.model.data.last_evicted == "b"  # last active at t=4, c at t=5
+    assert step.updates[0].items == task.model.rank("a", 3)
+    assert "y" not in {item for item, _ in step.updates[0].items}
+    assert set(task._last_items) == {"c", "a"} == set(task.model.data.user_index)
+    assert set(task._last_time) == {"c", "a"}
+
+
+def test_max_users_is_checked() -> None:
+    from anomrec.streaming.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"max_users=0 is out of range: expected an integer in \[1, "):
+        ProcessorConfig(max_users=0)
