@@ -198,17 +198,26 @@ class KafkaRunner:
                     polled = self._open_assigned(polled)
                 held_before = [t for t in self.tasks.values() if t.held]
                 if not polled and not held_before:
-                    if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                    if (
+                        idle_timeout is not None
+                        and time.monotonic() - idle_since > idle_timeout
+                        and self._caught_up()
+                    ):
                         break
                     continue
                 crash_point("after-poll")
-                idle_since = time.monotonic()
                 self._cycle(polled)
                 self._checkpoint_due()
                 self._pause_held()
+                idle_since = time.monotonic()
                 if max_events is not None and self.stats.events >= max_events:
                     break
             self._checkpoint_all("clean shutdown")
+        except RestartRequired:
+            # The broker is unreachable or frozen: closing the clients would wait on it, and a close
+            # that times out would replace this exception. The caller exits at once instead.
+            self._abandon()
+            raise
         finally:
             self.stats.finished = time.monotonic()
             self._close()
@@ -406,6 +415,18 @@ class KafkaRunner:
             if not t.replay_until or t.committable >= t.replay_until
         }
 
+    def _caught_up(self) -> bool:
+        """Whether every assigned partition has been read to its end, as the last fetch saw it."""
+        consumer = self._consumer
+        if self._to_open:
+            return False
+        for tp in consumer.assignment():  # none assigned: nothing to catch up on
+            end = consumer.highwater(tp)
+            task = self.tasks.get(tp.partition)
+            if end is None or task is None or task.position < end:
+                return False
+        return True
+
     def _pause_held(self) -> None:
         consumer = self._consumer
         held = {p for p, t in self.tasks.items() if t.held}
@@ -579,19 +600,22 @@ class KafkaRunner:
         from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
         cfg = self.config
+        options: dict[str, Any] = {
+            "bootstrap_servers": cfg.bootstrap_servers,
+            "group_id": cfg.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": cfg.auto_offset_reset,
+            "isolation_level": "read_committed",
+            "partition_assignment_strategy": (CooperativeStickyAssignor,),
+            "session_timeout_ms": cfg.session_timeout_ms,
+            "heartbeat_interval_ms": max(100, cfg.session_timeout_ms // 3),
+            "max_poll_records": cfg.max_poll_records,
+            **_RECONNECT,
+            **self.client_options,
+            **self.consumer_options,
+        }
         try:
-            return KafkaConsumer(
-                bootstrap_servers=cfg.bootstrap_servers,
-                group_id=cfg.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset=cfg.auto_offset_reset,
-                isolation_level="read_committed",
-                partition_assignment_strategy=(CooperativeStickyAssignor,),
-                session_timeout_ms=cfg.session_timeout_ms,
-                heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
-                max_poll_records=cfg.max_poll_records,
-                **{**self.client_options, **self.consumer_options},
-            )
+            return KafkaConsumer(**options)
         except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
             raise ConfigError(
                 f"no Kafka broker answered at bootstrap_servers={cfg.bootstrap_servers!r}: check the "
@@ -603,24 +627,24 @@ class KafkaRunner:
         from kafka.errors import UnsupportedVersionError  # noqa: PLC0415
 
         cfg = self.config
-        timeout_ms = int(cfg.commit_timeout_seconds * 1000)
+        options: dict[str, Any] = {
+            "bootstrap_servers": cfg.bootstrap_servers,
+            "acks": "all",
+            "linger_ms": 5,
+            "max_block_ms": int(cfg.commit_timeout_seconds * 1000),
+            **_RECONNECT,
+        }
         if not self.exactly_once:
-            return KafkaProducer(
-                bootstrap_servers=cfg.bootstrap_servers, acks="all", linger_ms=5, **self.client_options
-            )
-        producer = KafkaProducer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            transactional_id=self.transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_block_ms=timeout_ms,
+            return KafkaProducer(**{**options, **self.client_options})
+        options |= {
+            "transactional_id": self.transactional_id,
+            "enable_idempotence": True,
             # Kafka Streams' choice for exactly-once: a crashed or frozen instance's open
             # transaction, and the input offsets in it, block its partitions' next owner for
             # at most this long.
-            transaction_timeout_ms=10_000,
-            **self.client_options,
-        )
+            "transaction_timeout_ms": 10_000,
+        }
+        producer = KafkaProducer(**{**options, **self.client_options})
         try:
             bounded(producer.init_transactions, cfg.commit_timeout_seconds + 5, "initialising transactions")
         except UnsupportedVersionError:
@@ -629,6 +653,15 @@ class KafkaRunner:
             self.exactly_once = False
             return self._connect_producer()
         return producer
+
+    def _abandon(self) -> None:
+        """Leave the clients as they are, unclosed: the process is about to exit."""
+        # Kept referenced: a collected KafkaProducer closes itself, flushing first.
+        self._abandoned = (self._producer, self._consumer)
+        self._producer = self._consumer = None
+        if self._own_executor:
+            self._fits.shutdown(wait=False, cancel_futures=True)
+            self._own_executor = False
 
     def _close(self) -> None:
         for task in self.tasks.values():
@@ -640,6 +673,11 @@ class KafkaRunner:
             self._consumer.close(autocommit=False)
         if self._own_executor:
             self._fits.shutdown(wait=True, cancel_futures=True)
+
+
+# kafka-python backs off reconnecting for up to 30 s by default: a broker back after a restart
+# would go unnoticed for that long, past the 30 s bootstrap window of a processor started early.
+_RECONNECT = {"reconnect_backoff_max_ms": 1000}
 
 
 def _host_name() -> str:

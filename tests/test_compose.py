@@ -76,7 +76,12 @@ def test_topics_line_up(services: dict[str, dict[str, Any]]) -> None:
     config = ProcessorConfig.from_sources(env(services["processor"]))
     script = "\n".join(services["create-topics"]["command"])
     created = set(re.search(r"for topic in ([\w .-]+); do", script).group(1).split())  # type: ignore[union-attr]
-    assert created == {config.input_topic, config.alerts_topic, config.recommendations_topic}
+    assert created == {
+        config.input_topic,
+        config.alerts_topic,
+        config.recommendations_topic,
+        config.dead_letter_topic,
+    }
     compacted = re.search(r"--topic ([\w.-]+) .*cleanup\.policy=compact", script)
     assert compacted is not None and compacted.group(1) == config.similar_items_topic
     demo = parsed(services["demo-producer"])
