@@ -226,24 +226,27 @@ class KafkaRunner:
 
     def _cycle(self, polled: Mapping[Any, list[Any]]) -> None:
         """Process one poll's records and commit their outputs and offsets together."""
-        producer = self._producer
-        if not self.exactly_once:
-            futures = self._handle(polled)
-            crash_point("after-produce")
-            producer.flush(timeout=self.config.commit_timeout_seconds)
-            failed = [f.exception for f in futures if not f.succeeded()]
-            if failed:
-                raise DeliveryError(
-                    f"{len(failed)} of {len(futures)} output records were not acknowledged by the "
-                    f"broker (first error: {failed[0]!r}); input offsets were not committed"
-                )
-            offsets = self._offsets()
-            if offsets:
-                crash_point("in-commit")
-                self._consumer.commit(offsets=offsets)
-            return
         from kafka.errors import KafkaError  # noqa: PLC0415 - kept off the embedded path
 
+        producer = self._producer
+        if not self.exactly_once:
+            try:
+                futures = self._handle(polled)
+                crash_point("after-produce")
+                producer.flush(timeout=self.config.commit_timeout_seconds)
+                failed = [f.exception for f in futures if not f.succeeded()]
+                if failed:
+                    raise DeliveryError(
+                        f"{len(failed)} of {len(futures)} output records were not acknowledged by the "
+                        f"broker (first error: {failed[0]!r}); input offsets were not committed"
+                    )
+                offsets = self._offsets()
+                if offsets:
+                    crash_point("in-commit")
+                    self._consumer.commit(offsets=offsets)
+            except (KafkaError, DeliveryError) as exc:
+                self._recover(exc)
+            return
         timeout = self.config.commit_timeout_seconds
         producer.begin_transaction()
         try:
@@ -266,10 +269,14 @@ class KafkaRunner:
         except RestartRequired:
             raise
         except (KafkaError, DeliveryError) as exc:
-            self._abort(exc)
+            self._recover(exc)
 
-    def _abort(self, cause: BaseException) -> None:
-        """Abort the open transaction, then rebuild every task from its checkpoint and the input."""
+    def _recover(self, cause: BaseException) -> None:
+        """After a failed cycle: abort its transaction, then rebuild every task from its checkpoint.
+
+        The tasks' state has moved past the last commit, so it is rebuilt from the checkpoints and
+        the input; at-least-once has no transaction to abort, and may produce that tail again.
+        """
         from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError  # noqa: PLC0415
 
         # kafka-python reports a fenced producer directly, or wrapped in the error of the next call.
@@ -282,15 +289,17 @@ class KafkaRunner:
                 "the same id; exiting for a restart (if two running processors share an instance_id, "
                 "give each its own)"
             ) from cause
-        log.warning("transaction failed (%r): aborting it and rebuilding the partitions' state", cause)
-        try:
-            bounded(self._producer.abort_transaction, self.config.commit_timeout_seconds, "aborting")
-        except RestartRequired:
-            raise
-        except Exception as exc:
-            raise RestartRequired(
-                f"the failed transaction could not be aborted ({exc!r}); exiting for a restart"
-            ) from exc
+        what = "transaction failed" if self.exactly_once else "delivery or commit failed"
+        log.warning("%s (%r): rebuilding the partitions' state", what, cause)
+        if self.exactly_once:
+            try:
+                bounded(self._producer.abort_transaction, self.config.commit_timeout_seconds, "aborting")
+            except RestartRequired:
+                raise
+            except Exception as exc:
+                raise RestartRequired(
+                    f"the failed transaction could not be aborted ({exc!r}); exiting for a restart"
+                ) from exc
         self.stats.aborted += 1
         for task in self.tasks.values():
             task.processor.close()
@@ -438,9 +447,17 @@ class KafkaRunner:
 
     def _open_assigned(self, polled: Mapping[Any, list[Any]]) -> dict[Any, list[Any]]:
         """Open the tasks of newly assigned partitions; drop their records fetched before the seek."""
+        from kafka.errors import KafkaError  # noqa: PLC0415
+
         opened = set(self._to_open)
-        for partition in sorted(opened):
-            self._open_task(partition)
+        try:
+            for partition in sorted(opened):
+                self._open_task(partition)
+        except KafkaError as exc:
+            raise RestartRequired(
+                f"could not read the committed offsets of the assigned partitions ({exc!r}); "
+                "exiting for a restart"
+            ) from exc
         self._to_open.clear()
         return {tp: records for tp, records in polled.items() if tp.partition not in opened}
 
