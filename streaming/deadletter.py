@@ -32,6 +32,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .config import ProcessorConfig
+from .events import Event, EventDecoder
 from .exceptions import BadRecord, ConfigError, TooManyBadRecords
 
 ERROR_STAGES = ("decode", "features", "process")
@@ -330,3 +331,40 @@ class BadRecordGuard:
                 bad=self.bad_,
                 window=self.window,
             )
+
+
+def decode_or_dead_letter(
+    decoder: EventDecoder,
+    guard: BadRecordGuard,
+    *,
+    value: bytes | None,
+    key: bytes | None,
+    timestamp_ms: int | None,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> Event | DeadLetter:
+    """Decode one input record, or return its dead letter; either way ``guard`` counts it.
+
+    The one place the runners turn raw records into events, so the Kafka runner and the testing
+    runner dead-letter alike. ``guard`` raises :class:`TooManyBadRecords` when bad records
+    outweigh its limit.
+    """
+    try:
+        event = decoder.decode(
+            value, timestamp_ms=timestamp_ms, fallback_id=f"{topic}-{partition}@{offset}", key=key
+        )
+    except BadRecord as exc:
+        guard.observe(True)
+        return DeadLetter.from_bad_record(
+            exc,
+            value=value,
+            key=key,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
+            stage="decode",
+        )
+    guard.observe(False)
+    return event

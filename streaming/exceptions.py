@@ -14,9 +14,11 @@ The tree::
     ├── TooManyBadRecords             more than ``max_bad_ratio`` of the last ``bad_ratio_window``
     │                                 records were bad: the processor stops rather than go on
     │                                 dead-lettering a stream it cannot read
-    └── RestartRequired               the process cannot go on safely (a transactional call hung, or
-                                      another instance took over its transactional id): the command
-                                      line exits with status 3 for its supervisor to restart it
+    ├── RestartRequired               the process cannot go on safely (a transactional call hung, or
+    │                                 its producer was fenced): the command line exits with status 3
+    │                                 for its supervisor to restart it
+    └── Aborted                       (in :mod:`anomrec.streaming.testing`) a test run reached its
+                                      source's ABORT marker, as if the process had been killed
 
 A :class:`BadRecord` carries a short machine-readable ``reason`` so that runners can count bad
 records by kind and label them on the dead-letter topic, and a human-readable message that says

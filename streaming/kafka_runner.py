@@ -48,9 +48,9 @@ from typing import Any, TypeVar
 from .checkpoint import Checkpoint, load_checkpoint, write_checkpoint
 from .config import ProcessorConfig
 from .core import Alert, Processor
-from .deadletter import BadRecordGuard, DeadLetter
+from .deadletter import BadRecordGuard, decode_or_dead_letter
 from .events import Event, EventDecoder
-from .exceptions import BadRecord, CheckpointError, ConfigError, DeliveryError, RestartRequired
+from .exceptions import CheckpointError, ConfigError, DeliveryError, RestartRequired
 from .faults import crash_point
 from .recommender import NeighbourUpdate, RecommendationUpdate
 from .runners import RunStats
@@ -159,6 +159,8 @@ class KafkaRunner:
         self._guard = BadRecordGuard.from_config(config)
         self.tasks: dict[int, Task] = {}
         self._to_open: set[int] = set()
+        # Held by a cycle (processing and its transaction) and by the rebalance callbacks.
+        self._lock = threading.RLock()
         self._own_executor = executor is None
         self._fits: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
         self._consumer: Any = None
@@ -193,10 +195,14 @@ class KafkaRunner:
             )
             idle_since = time.monotonic()
             while not self._stop.is_set():
+                # Every turn, not only after a cycle: a partition can come back from a rebalance
+                # still paused, and a paused partition polls nothing, so no cycle would resume it.
+                self._pause_held()
                 polled = self._consumer.poll(timeout_ms=200)
                 if self._to_open:
                     polled = self._open_assigned(polled)
-                held_before = [t for t in self.tasks.values() if t.held]
+                with self._lock:
+                    held_before = [t for t in self.tasks.values() if t.held]
                 if not polled and not held_before:
                     if (
                         idle_timeout is not None
@@ -206,13 +212,17 @@ class KafkaRunner:
                         break
                     continue
                 crash_point("after-poll")
-                self._cycle(polled)
-                self._checkpoint_due()
-                self._pause_held()
+                failure = self._cycle(polled)
+                if failure is not None:
+                    self._recover(failure)
+                else:
+                    with self._lock:
+                        self._checkpoint_due()
                 idle_since = time.monotonic()
                 if max_events is not None and self.stats.events >= max_events:
                     break
-            self._checkpoint_all("clean shutdown")
+            with self._lock:
+                self._checkpoint_all("clean shutdown")
         except RestartRequired:
             # The broker is unreachable or frozen: closing the clients would wait on it, and a close
             # that times out would replace this exception. The caller exits at once instead.
@@ -224,60 +234,67 @@ class KafkaRunner:
         log.info("stopped after %d events, %d alerts", self.stats.events, self.stats.alerts)
         return self.stats
 
-    def _cycle(self, polled: Mapping[Any, list[Any]]) -> None:
-        """Process one poll's records and commit their outputs and offsets together."""
+    def _cycle(self, polled: Mapping[Any, list[Any]]) -> BaseException | None:
+        """Process one poll's records and commit their outputs and offsets together.
+
+        Returns the error of a failed cycle (its transaction aborted) for :meth:`_recover`. The
+        processing and the transaction run under the lock the rebalance callbacks take, so a
+        partition is never revoked halfway through a transaction that holds its outputs.
+        """
         from kafka.errors import KafkaError  # noqa: PLC0415 - kept off the embedded path
 
         producer = self._producer
+        timeout = self.config.commit_timeout_seconds
         if not self.exactly_once:
             try:
-                futures = self._handle(polled)
-                crash_point("after-produce")
-                producer.flush(timeout=self.config.commit_timeout_seconds)
-                failed = [f.exception for f in futures if not f.succeeded()]
-                if failed:
-                    raise DeliveryError(
-                        f"{len(failed)} of {len(futures)} output records were not acknowledged by the "
-                        f"broker (first error: {failed[0]!r}); input offsets were not committed"
-                    )
-                offsets = self._offsets()
+                with self._lock:
+                    futures = self._handle(polled)
+                    crash_point("after-produce")
+                    producer.flush(timeout=timeout)
+                    failed = [f.exception for f in futures if not f.succeeded()]
+                    if failed:
+                        raise DeliveryError(
+                            f"{len(failed)} of {len(futures)} output records were not acknowledged by "
+                            f"the broker (first error: {failed[0]!r}); input offsets were not committed"
+                        )
+                    offsets = self._offsets()
                 if offsets:
+                    # Outside the lock: a blocking consumer call needs the network thread, which may
+                    # be waiting for the lock in a rebalance callback.
                     crash_point("in-commit")
                     self._consumer.commit(offsets=offsets)
             except (KafkaError, DeliveryError) as exc:
-                self._recover(exc)
-            return
-        timeout = self.config.commit_timeout_seconds
-        producer.begin_transaction()
-        try:
-            self._handle(polled)
-            crash_point("after-produce")
-            offsets = self._offsets()
-            if offsets:
-                metadata = self._consumer.group_metadata()
-                bounded(
-                    lambda: producer.send_offsets_to_transaction(offsets, metadata),
-                    timeout,
-                    "sending the input offsets to the transaction",
-                )
+                return exc
+            return None
+        with self._lock:
+            producer.begin_transaction()
+            try:
+                self._handle(polled)
+                crash_point("after-produce")
+                offsets = self._offsets()
+                if offsets:
+                    metadata = self._consumer.group_metadata()
+                    bounded(
+                        lambda: producer.send_offsets_to_transaction(offsets, metadata),
+                        timeout,
+                        "sending the input offsets to the transaction",
+                    )
 
-            def commit() -> None:
-                crash_point("in-commit")
-                producer.commit_transaction()
+                def commit() -> None:
+                    crash_point("in-commit")
+                    producer.commit_transaction()
 
-            bounded(commit, timeout, "committing the transaction")
-        except RestartRequired:
-            raise
-        except (KafkaError, DeliveryError) as exc:
-            self._recover(exc)
+                bounded(commit, timeout, "committing the transaction")
+            except RestartRequired:
+                raise
+            except (KafkaError, DeliveryError) as exc:
+                self._abort(exc)
+                return exc
+        return None
 
-    def _recover(self, cause: BaseException) -> None:
-        """After a failed cycle: abort its transaction, then rebuild every task from its checkpoint.
-
-        The tasks' state has moved past the last commit, so it is rebuilt from the checkpoints and
-        the input; at-least-once has no transaction to abort, and may produce that tail again.
-        """
-        from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError  # noqa: PLC0415
+    def _abort(self, cause: BaseException) -> None:
+        """Abort the failed cycle's transaction; :class:`RestartRequired` if that cannot be done."""
+        from kafka.errors import ProducerFencedError  # noqa: PLC0415
 
         # kafka-python reports a fenced producer directly, or wrapped in the error of the next call.
         if isinstance(cause, ProducerFencedError) or any(
@@ -289,22 +306,40 @@ class KafkaRunner:
                 "the same id; exiting for a restart (if two running processors share an instance_id, "
                 "give each its own)"
             ) from cause
+        timeout = self.config.commit_timeout_seconds
+        try:
+            bounded(self._producer.abort_transaction, timeout, "aborting")
+            # A fresh producer for the next transaction. kafka-python 3.0.12 keeps the offsets of a
+            # TxnOffsetCommit that failed with an abortable error (a stale group generation) and
+            # adds them to the next transaction's: a fenced zombie would then commit its old
+            # positions after rejoining, rewinding partitions other members had moved on.
+            old = self._producer
+            bounded(lambda: old.close(timeout=5), timeout, "closing the aborted producer")
+            self._producer = self._connect_producer()
+        except RestartRequired:
+            raise
+        except Exception as exc:
+            raise RestartRequired(
+                f"the failed transaction could not be aborted ({exc!r}); exiting for a restart"
+            ) from exc
+
+    def _recover(self, cause: BaseException) -> None:
+        """After a failed cycle, rebuild every task from its checkpoint and the input.
+
+        The tasks' state has moved past the last commit (exactly-once aborted the cycle's
+        transaction; at-least-once may produce that tail again), so they start again from their
+        checkpoints and the committed offsets.
+        """
+        from kafka.errors import CommitFailedError, KafkaError  # noqa: PLC0415
+
         what = "transaction failed" if self.exactly_once else "delivery or commit failed"
         log.warning("%s (%r): rebuilding the partitions' state", what, cause)
-        if self.exactly_once:
-            try:
-                bounded(self._producer.abort_transaction, self.config.commit_timeout_seconds, "aborting")
-            except RestartRequired:
-                raise
-            except Exception as exc:
-                raise RestartRequired(
-                    f"the failed transaction could not be aborted ({exc!r}); exiting for a restart"
-                ) from exc
         self.stats.aborted += 1
-        for task in self.tasks.values():
-            task.processor.close()
-        self.tasks.clear()
-        self._to_open.clear()
+        with self._lock:
+            for task in self.tasks.values():
+                task.processor.close()
+            self.tasks.clear()
+            self._to_open.clear()
         if isinstance(cause, CommitFailedError):
             # The group moved on without this member (it stalled past its session timeout, a
             # zombie): its partitions may be someone else's now. Rejoin; the tasks of whatever
@@ -318,7 +353,7 @@ class KafkaRunner:
                 self._open_task(tp.partition)
         except KafkaError as exc:
             raise RestartRequired(
-                f"could not rebuild the partitions' state after an aborted transaction ({exc!r}); "
+                f"could not rebuild the partitions' state after a failed cycle ({exc!r}); "
                 "exiting for a restart"
             ) from exc
 
@@ -338,43 +373,35 @@ class KafkaRunner:
             for r in polled[tp]:
                 if r.offset < task.position:  # already seen (a re-fetch after a seek)
                     continue
-                replaying = r.offset < task.replay_until
-                try:
-                    event = self._decoder.decode(
-                        r.value,
-                        timestamp_ms=r.timestamp,
-                        fallback_id=f"{topic}-{tp.partition}@{r.offset}",
-                        key=r.key,
-                    )
-                except BadRecord as exc:
-                    self._guard.observe(True)
-                    if replaying:
-                        self.stats.replayed += 1
-                    else:
-                        self.stats.bad_records[exc.reason] += 1
-                        log.warning(
-                            "dead-lettered %s-%d@%d (%s): %s", topic, tp.partition, r.offset, exc.reason, exc
-                        )
-                        letter = DeadLetter.from_bad_record(
-                            exc,
-                            value=r.value,
-                            key=r.key,
-                            topic=topic,
-                            partition=tp.partition,
-                            offset=r.offset,
-                            timestamp_ms=r.timestamp,
-                            stage="decode",
-                        )
-                        futures.append(
-                            self._producer.send(
-                                cfg.dead_letter_topic, key=r.key, value=r.value, headers=letter.headers()
-                            )
-                        )
-                        self.stats.dead_letters += 1
-                else:
-                    self._guard.observe(False)
-                    events.append(event)
+                outcome = decode_or_dead_letter(
+                    self._decoder,
+                    self._guard,
+                    value=r.value,
+                    key=r.key,
+                    timestamp_ms=r.timestamp,
+                    topic=topic,
+                    partition=tp.partition,
+                    offset=r.offset,
+                )
+                if isinstance(outcome, Event):
+                    events.append(outcome)
                     offsets.append(r.offset)
+                elif r.offset < task.replay_until:  # dead-lettered by the run that committed it
+                    self.stats.replayed += 1
+                else:
+                    self.stats.bad_records[outcome.reason] += 1
+                    self.stats.dead_letters += 1
+                    log.warning(
+                        "dead-lettered %s-%d@%d (%s): %s",
+                        topic,
+                        tp.partition,
+                        r.offset,
+                        outcome.reason,
+                        outcome.message,
+                    )
+                    headers = outcome.headers()
+                    send = self._producer.send
+                    futures.append(send(cfg.dead_letter_topic, key=r.key, value=r.value, headers=headers))
                 task.position = r.offset + 1
         for partition in sorted(work):
             events, offsets = work[partition]
@@ -429,16 +456,21 @@ class KafkaRunner:
         consumer = self._consumer
         if self._to_open:
             return False
-        for tp in consumer.assignment():  # none assigned: nothing to catch up on
-            end = consumer.highwater(tp)
+        assigned = consumer.assignment()  # none assigned: nothing to catch up on
+        ends = {tp: consumer.highwater(tp) for tp in assigned}
+        unknown = [tp for tp, end in ends.items() if end is None]
+        if unknown:  # no fetch has returned records since the assignment: ask the broker
+            ends.update(consumer.end_offsets(unknown))
+        for tp, end in ends.items():
             task = self.tasks.get(tp.partition)
-            if end is None or task is None or task.position < end:
+            if task is None or task.position < end:
                 return False
         return True
 
     def _pause_held(self) -> None:
         consumer = self._consumer
-        held = {p for p, t in self.tasks.items() if t.held}
+        with self._lock:
+            held = {p for p, t in self.tasks.items() if t.held}
         assigned = consumer.assignment()
         consumer.pause(*[tp for tp in assigned if tp.partition in held])
         consumer.resume(*[tp for tp in assigned if tp.partition not in held])
@@ -449,7 +481,9 @@ class KafkaRunner:
         """Open the tasks of newly assigned partitions; drop their records fetched before the seek."""
         from kafka.errors import KafkaError  # noqa: PLC0415
 
-        opened = set(self._to_open)
+        with self._lock:
+            opened = set(self._to_open)
+            self._to_open.clear()
         try:
             for partition in sorted(opened):
                 self._open_task(partition)
@@ -458,13 +492,12 @@ class KafkaRunner:
                 f"could not read the committed offsets of the assigned partitions ({exc!r}); "
                 "exiting for a restart"
             ) from exc
-        self._to_open.clear()
         return {tp: records for tp, records in polled.items() if tp.partition not in opened}
 
     def _key(self, partition: int) -> str:
         return f"{self.config.input_topic}-{partition}"
 
-    def _open_task(self, partition: int) -> Task:
+    def _open_task(self, partition: int) -> Task | None:
         """Build the partition's task: restore its checkpoint and seek to where state must resume."""
         from kafka.structs import TopicPartition  # noqa: PLC0415
 
@@ -520,9 +553,16 @@ class KafkaRunner:
                     beginning,
                     committed,
                 )
-        consumer.seek(tp, start)
-        task = Task(partition, processor, position=start, replay_until=committed if committed > start else 0)
-        self.tasks[partition] = task
+        with self._lock:
+            # Revoked while its state was being restored (the callbacks run on another thread).
+            if tp not in consumer.assignment():
+                processor.close()
+                return None
+            consumer.seek(tp, start)
+            task = Task(
+                partition, processor, position=start, replay_until=committed if committed > start else 0
+            )
+            self.tasks[partition] = task
         return task
 
     def _checkpoint(self, task: Task, why: str) -> None:
@@ -573,8 +613,14 @@ class KafkaRunner:
 
         class Rebalance(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
-                # Called inside poll(): the last cycle's transaction is committed, so each revoked
-                # task's state is at its committed offset.
+                # kafka-python calls this on its network thread; the lock makes it wait for a cycle
+                # in progress, so each revoked task's state is at its committed offset (or ahead of
+                # it after a failed cycle, which a restore skips: checkpoints beyond the committed
+                # offset are not used).
+                with runner._lock:
+                    self._revoke(revoked)
+
+            def _revoke(self, revoked: Any) -> None:
                 for tp in sorted(revoked, key=lambda tp: tp.partition):
                     runner._to_open.discard(tp.partition)
                     task = runner.tasks.pop(tp.partition, None)
@@ -592,11 +638,18 @@ class KafkaRunner:
                 runner.stats.assignments += 1
                 # kafka-python runs this on its network thread, where the blocking calls that
                 # opening a task needs (committed offsets, seek) are refused: the loop opens them.
-                runner._to_open.update(tp.partition for tp in assigned if tp.partition not in runner.tasks)
+                with runner._lock:
+                    runner._to_open.update(
+                        tp.partition for tp in assigned if tp.partition not in runner.tasks
+                    )
                 log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
             def on_partitions_lost(self, lost: Any) -> None:
                 # Another member may own them already: drop the tasks without a checkpoint.
+                with runner._lock:
+                    self._lose(lost)
+
+            def _lose(self, lost: Any) -> None:
                 for tp in lost:
                     runner._to_open.discard(tp.partition)
                     task = runner.tasks.pop(tp.partition, None)

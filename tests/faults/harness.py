@@ -229,6 +229,13 @@ class ProcessorProcess:
         assert self.process is not None
         self.process.send_signal(sig)
 
+    def is_stopped(self) -> bool:
+        """Whether the child is stopped by a signal (state ``T`` in ``/proc/PID/stat``)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] in "Tt"
+
     def kill9(self) -> None:
         assert self.process is not None
         if self.process.poll() is None:
@@ -397,7 +404,9 @@ def verify(bootstrap: str, source: Input, run: Outputs, reference: Outputs) -> d
     # No duplicates: an event alerts at most once; an update is unique by (user, trigger event).
     alert_ids = Counter(orjson.loads(v)["event_id"] for _, _, v, _ in got[run.alerts])
     dupes = [k for k, n in alert_ids.items() if n > 1]
-    assert not dupes, f"duplicate alerts for events {dupes[:5]}"
+    assert not dupes, "duplicate alerts for events (event, input partition): " + str(
+        [(k, source.partition_of.get(k)) for k in dupes[:5]]
+    )
     updates = Counter(
         (orjson.loads(v)["user"], orjson.loads(v)["trigger_event_id"])
         for _, _, v, _ in got[run.recommendations]

@@ -175,14 +175,17 @@ def test_a_zombie_frozen_past_its_session_timeout_is_fenced(
         for name in ("a", "b")
     )
     with processes(a, b):
-        a.start()
-        _wait_for_progress(kafka_bootstrap, source, outputs, at_least=300, timeout_s=120)
-        # Frozen mid-stream, transaction open; its heartbeats stop too, so after
-        # session_timeout_ms the group evicts it and b takes every partition.
-        a.signal(signal.SIGSTOP)
+        # a freezes itself right after producing a batch's outputs, its transaction open; its
+        # heartbeats stop too, so after session_timeout_ms the group evicts it and b takes over.
+        a.start(ANOMREC_CRASH_AT="after-produce", ANOMREC_CRASH_AFTER="5", ANOMREC_CRASH_SIGNAL="SIGSTOP")
+        deadline = time.monotonic() + 120
+        while not a.is_stopped():
+            assert a.process is not None and a.process.poll() is None, a.tail()
+            assert time.monotonic() < deadline, f"a never reached its freeze point:\n{a.tail()}"
+            time.sleep(0.2)
         b.start()
-        _wait_for_progress(kafka_bootstrap, source, outputs, at_least=1500, timeout_s=120)
-        a.signal(signal.SIGCONT)  # it wakes up believing it owns its partitions
+        _wait_for_progress(kafka_bootstrap, source, outputs, at_least=2000, timeout_s=120)
+        a.signal(signal.SIGCONT)  # it wakes up believing it owns its partitions, and commits
         supervise_all([a, b])
         log = a.tail(400)
     verify(kafka_bootstrap, source, outputs, reference)
