@@ -118,6 +118,48 @@ def bounded(call: Callable[[], T], timeout: float, what: str) -> T:
     return box["value"]
 
 
+def restore_newest(
+    config: ProcessorConfig,
+    state_dir: str | os.PathLike[str],
+    key: str,
+    *,
+    max_offset: int,
+    executor: Executor | None = None,
+) -> tuple[Processor, Checkpoint] | None:
+    """A processor restored from the newest usable checkpoint of ``key`` at or before ``max_offset``.
+
+    A checkpoint that does not restore (other settings, damaged state) is skipped for the one
+    before it, as :func:`~anomrec.streaming.checkpoint.load_checkpoint` does; None when none is left.
+    """
+    restored: list[Processor] = []
+
+    def validate(checkpoint: Checkpoint) -> None:
+        processor = Processor(config, executor=executor)
+        try:
+            processor.restore(checkpoint.meta, checkpoint.arrays)
+        except CheckpointError:
+            processor.close()
+            raise
+        restored.append(processor)
+
+    checkpoint = load_checkpoint(state_dir, key, max_offset=max_offset, validate=validate)
+    return None if checkpoint is None else (restored[-1], checkpoint)
+
+
+def checkpoint_due(config: ProcessorConfig, events_since: int, seconds_since: float) -> bool:
+    """Whether a partition's checkpoint interval is up: ``checkpoint_every_events`` events, or
+    ``checkpoint_every_seconds`` with at least one event, since its last checkpoint (0 turns each off).
+
+    >>> cfg = ProcessorConfig(checkpoint_every_events=100, checkpoint_every_seconds=60.0)
+    >>> checkpoint_due(cfg, 100, 0.0), checkpoint_due(cfg, 1, 61.0), checkpoint_due(cfg, 0, 61.0)
+    (True, True, False)
+    """
+    every_events, every_seconds = config.checkpoint_every_events, config.checkpoint_every_seconds
+    by_events = every_events > 0 and events_since >= every_events
+    by_time = every_seconds > 0 and events_since > 0 and seconds_since >= every_seconds
+    return by_events or by_time
+
+
 class KafkaRunner:
     """Consume ``config.input_topic`` and publish alerts, recommendations and dead letters.
 
@@ -510,22 +552,11 @@ class KafkaRunner:
                 committed = consumer.end_offsets([tp])[tp]
             else:
                 committed = beginning
-        restored: list[Processor] = []
-
-        def validate(checkpoint: Checkpoint) -> None:
-            processor = Processor(self.config, executor=self._fits)
-            try:
-                processor.restore(checkpoint.meta, checkpoint.arrays)
-            except CheckpointError:
-                processor.close()
-                raise
-            restored.append(processor)
-
-        checkpoint = load_checkpoint(
-            self.state_dir, self._key(partition), max_offset=committed, validate=validate
+        found = restore_newest(
+            self.config, self.state_dir, self._key(partition), max_offset=committed, executor=self._fits
         )
-        if checkpoint is not None and checkpoint.offset >= beginning:
-            processor, start = restored[-1], checkpoint.offset
+        if found is not None and found[1].offset >= beginning:
+            processor, start = found[0], found[1].offset
             log.info(
                 "partition %d: restored the checkpoint at offset %d; replaying %d records up to %d",
                 partition,
@@ -535,14 +566,13 @@ class KafkaRunner:
             )
             self.stats.restored += 1
         else:
-            for p in restored:
-                p.close()
-            if checkpoint is not None:
+            if found is not None:
+                found[0].close()
                 log.error(
                     "partition %d: checkpoint at offset %d is older than the partition's first record "
                     "(%d, deleted by retention); rebuilding state from the start of the partition",
                     partition,
-                    checkpoint.offset,
+                    found[1].offset,
                     beginning,
                 )
             processor, start = Processor(self.config, executor=self._fits), beginning
@@ -589,16 +619,9 @@ class KafkaRunner:
         log.debug("partition %d: checkpoint at offset %d (%s)", task.partition, task.position, why)
 
     def _checkpoint_due(self) -> None:
-        cfg = self.config
         now = time.monotonic()
         for task in self.tasks.values():
-            by_events = cfg.checkpoint_every_events and task.since_checkpoint >= cfg.checkpoint_every_events
-            by_time = (
-                cfg.checkpoint_every_seconds
-                and task.since_checkpoint
-                and now - task.checkpointed_at >= cfg.checkpoint_every_seconds
-            )
-            if by_events or by_time:
+            if checkpoint_due(self.config, task.since_checkpoint, now - task.checkpointed_at):
                 self._checkpoint(task, "interval")
 
     def _checkpoint_all(self, why: str) -> None:

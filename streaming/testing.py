@@ -48,12 +48,13 @@ from typing import Any, Final, Literal, TypeAlias, final
 
 import orjson
 
-from .checkpoint import Checkpoint, load_checkpoint, write_checkpoint
+from .checkpoint import write_checkpoint
 from .config import ProcessorConfig
 from .core import Alert, Processor
 from .deadletter import BadRecordGuard, DeadLetter, decode_or_dead_letter
 from .events import Event, EventDecoder
-from .exceptions import AnomrecError, CheckpointError, ConfigError
+from .exceptions import AnomrecError, ConfigError
+from .kafka_runner import checkpoint_due, restore_newest
 from .recommender import NeighbourUpdate, RecommendationUpdate
 from .runners import RunStats
 
@@ -584,24 +585,11 @@ class _Run:
     def _open(self) -> Processor:
         """The processor, restored from the newest usable checkpoint; sets where to read from."""
         committed = self.source.committed
-        restored: list[Processor] = []
-
-        def validate(checkpoint: Checkpoint) -> None:
-            processor = Processor(self.config)
-            try:
-                processor.restore(checkpoint.meta, checkpoint.arrays)
-            except CheckpointError:
-                processor.close()
-                raise
-            restored.append(processor)
-
-        checkpoint = None
+        found = None
         if self.state_dir is not None:
-            checkpoint = load_checkpoint(
-                self.state_dir, self.source.key, max_offset=committed, validate=validate
-            )
-        if checkpoint is not None:
-            processor, start = restored[-1], checkpoint.offset
+            found = restore_newest(self.config, self.state_dir, self.source.key, max_offset=committed)
+        if found is not None:
+            processor, start = found[0], found[1].offset
             self.stats.restored += 1
         else:
             processor, start = Processor(self.config), 0
@@ -661,14 +649,7 @@ class _Run:
             return  # still rebuilding: the offset committed before is ahead of this batch
         self.sink.flush()
         source.commit(self.position)
-        now = self.clock()
-        by_events = cfg.checkpoint_every_events and self.since_checkpoint >= cfg.checkpoint_every_events
-        by_time = (
-            cfg.checkpoint_every_seconds
-            and self.since_checkpoint
-            and now - self.checkpointed_at >= cfg.checkpoint_every_seconds
-        )
-        if by_events or by_time:
+        if checkpoint_due(cfg, self.since_checkpoint, self.clock() - self.checkpointed_at):
             self._checkpoint(processor, "interval")
 
     def _checkpoint(self, processor: Processor, why: str) -> None:
