@@ -53,20 +53,21 @@ def test_shuttle_weak_lof_does_not_drag_the_ensemble_below_the_strong_detector(
 
 
 def test_synthetic_fraud_average_precision(synthetic: dict[str, Metrics]) -> None:
-    assert synthetic["ensemble"].average_precision >= 0.8
+    assert synthetic["ensemble"].average_precision >= 0.85  # the floor is 0.8; 0.88 measured
 
 
 def test_synthetic_fraud_recall_at_the_operating_threshold_as_measured(synthetic: dict[str, Metrics]) -> None:
-    """What the engine reaches today, so that a regression shows: 0.84 of the fraud at 4 false
-    alerts per 1,000 legitimate events (4.9 measured; default threshold 0.98)."""
+    """What the engine reaches today, so that a regression shows: 0.86 of the fraud at 3.5 false
+    alerts per 1,000 legitimate events (default threshold 0.98)."""
     m = synthetic["ensemble"]
-    assert m.false_alerts_per_1000_normal <= 5.0
-    assert m.recall_at_threshold >= 0.8
+    assert m.false_alerts_per_1000_normal <= 4.0
+    assert m.recall_at_threshold >= 0.85
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue floor not reached yet: recall is 0.84-0.88, not 0.9, at <= 5 false alerts per 1,000",
+    reason="issue floor not reached yet: recall is 0.86 at 3.5 false alerts per 1,000, and 0.88 at "
+    "the threshold that allows 5; the first purchase of a spree and the first card test are the misses",
 )
 def test_synthetic_fraud_recall_floor(synthetic: dict[str, Metrics]) -> None:
     m = synthetic["ensemble"]

@@ -184,7 +184,7 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
         assert reason["value"] == pytest.approx(features[reason["feature"]], rel=1e-5)
         low, high = reason["typical"]
         assert low <= high and not low <= reason["value"] <= high
-    assert {r["feature"] for r in reasons} & {"log_km_from_prev", "log_kmh_from_prev", "new_country"}
+    assert {r["feature"] for r in reasons} & {"log_km_beyond_reach", "log_kmh_from_prev", "new_country"}
 
     summary = out.decode()
     assert f"events      {N_EVENTS:>9,}" in summary

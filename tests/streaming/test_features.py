@@ -54,7 +54,7 @@ def test_transactions_first_event_values() -> None:
         "log_amount": math.log1p(20),
         "amount_z": 0.0,
         "log_seconds_since_prev": math.log1p(30 * DAY),
-        "log_km_from_prev": 0.0,
+        "log_km_beyond_reach": 0.0,
         "log_kmh_from_prev": 0.0,
         "log_count_1h": LN2,
         "log_count_1d": LN2,
@@ -123,9 +123,28 @@ def test_impossible_travel() -> None:
             ("c1", 1800.0, {"amount": 5, "lat": NEW_YORK[0], "lon": NEW_YORK[1]}),
         ],
     )
-    assert math.expm1(col(p, x, "log_km_from_prev")[1]) == pytest.approx(km, rel=1e-9)
+    # Half an hour at 900 km/h covers 450 km; the other 5,390-odd are beyond reach.
+    assert math.expm1(col(p, x, "log_km_beyond_reach")[1]) == pytest.approx(km - 450.0, rel=1e-9)
     assert math.expm1(col(p, x, "log_kmh_from_prev")[1]) == pytest.approx(km / 0.5, rel=1e-9)
     assert 5800 < km < 5900
+
+
+def test_a_journey_a_plane_could_make_is_within_reach() -> None:
+    km = haversine_km(*PARIS, *NEW_YORK)
+    hours = km / 900.0
+    events = [
+        ("c1", 0.0, {"amount": 5, "lat": PARIS[0], "lon": PARIS[1]}),
+        ("c1", 3600.0 * (hours + 0.5), {"amount": 5, "lat": NEW_YORK[0], "lon": NEW_YORK[1]}),
+        ("c2", 0.0, {"amount": 5, "lat": PARIS[0], "lon": PARIS[1]}),
+        ("c2", 3600.0 * (hours - 1.0), {"amount": 5, "lat": NEW_YORK[0], "lon": NEW_YORK[1]}),
+    ]
+    p = TransactionsProfile()
+    beyond = col(p, run(p, events), "log_km_beyond_reach")
+    assert beyond[1] == 0.0
+    assert math.expm1(beyond[3]) == pytest.approx(900.0, rel=1e-9)  # an hour short at 900 km/h
+    p = TransactionsProfile(max_travel_kmh=500.0)
+    slower = col(p, run(p, events), "log_km_beyond_reach")
+    assert math.expm1(slower[1]) == pytest.approx(km - 500.0 * (hours + 0.5), rel=1e-9)
 
 
 def test_travel_at_equal_times_uses_the_elapsed_floor() -> None:
@@ -135,7 +154,8 @@ def test_travel_at_equal_times_uses_the_elapsed_floor() -> None:
     x = run(p, [("c1", 0.0, a), ("c1", 0.0, b), ("c1", 0.0, b)])
     km = haversine_km(*PARIS, *NEW_YORK)
     assert math.expm1(col(p, x, "log_kmh_from_prev")[1]) == pytest.approx(km * 60, rel=1e-9)
-    assert col(p, x, "log_km_from_prev")[2] == 0.0  # identical location
+    assert math.expm1(col(p, x, "log_km_beyond_reach")[1]) == pytest.approx(km - 15.0, rel=1e-9)
+    assert col(p, x, "log_km_beyond_reach")[2] == 0.0  # identical location
     assert col(p, x, "log_kmh_from_prev")[2] == 0.0
 
 
@@ -150,7 +170,7 @@ def test_travel_skips_events_without_a_location() -> None:
         ],
     )
     km = haversine_km(*PARIS, *NEW_YORK)
-    assert col(p, x, "log_km_from_prev")[1] == 0.0
+    assert col(p, x, "log_km_beyond_reach")[1] == 0.0
     # Measured from the last located event, two hours earlier.
     assert math.expm1(col(p, x, "log_kmh_from_prev")[2]) == pytest.approx(km / 2, rel=1e-9)
 

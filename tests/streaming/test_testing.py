@@ -36,11 +36,12 @@ BAD: list[Item] = [
     (b"card-1", b'{"event_id": "x", "card_id": "c", "ts": 0, "amount": "NaN"}', 1767225600000),
 ]
 BAD_AT = {120: 0, 430: 1, 610: 2}  # input offset -> which bad record
+SEED = 2  # a stream that alerts before offset 700 and after it, which the EOF and ABORT tests need
 
 
 def records() -> list[Item]:
-    """900 records, 3 of them bad; the first alert is at offset 643."""
-    good: list[Item] = [*generate_transactions(897, seed=3)]
+    """900 records, 3 of them bad; alerts at offsets 511, 573, 644, 798, 878 and after."""
+    good: list[Item] = [*generate_transactions(897, seed=SEED)]
     for offset, which in sorted(BAD_AT.items()):
         good.insert(offset, BAD[which])
     return good
@@ -135,7 +136,7 @@ def test_bad_records_land_in_the_dead_letters_with_their_reasons_and_the_run_car
         assert DeadLetter.from_record(record.key, record.value, record.headers) == record.payload
     # The bad records never reach the models: the outputs are a clean stream's.
     clean = ListSink()
-    run(CFG, ListSource(generate_transactions(897, seed=3)), clean)
+    run(CFG, ListSource(generate_transactions(897, seed=SEED)), clean)
     for kind in ("alert", "recommendation", "neighbours"):
         assert sink.by_kind()[kind] == clean.by_kind()[kind]
     assert sink.by_kind() == reference.by_kind()
