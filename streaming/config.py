@@ -121,13 +121,13 @@ class ProcessorConfig:
     hst_implementation: str = field(
         default="numpy", metadata=_help("HalfSpaceTrees code: numpy (batched) or river (the reference)")
     )
-    n_trees: int = field(default=25, metadata=_help("HalfSpaceTrees: number of trees"))
+    n_trees: int = field(default=50, metadata=_help("HalfSpaceTrees: number of trees"))
     height: int = field(default=15, metadata=_help("HalfSpaceTrees: height of each tree"))
     window_size: int = field(
         default=1000, metadata=_help("HalfSpaceTrees: events per reference window (its warm-up)")
     )
     iforest_trees: int = field(default=100, metadata=_help("IsolationForest: number of trees"))
-    lof_neighbors: int = field(default=20, metadata=_help("LocalOutlierFactor: number of neighbours"))
+    lof_neighbors: int = field(default=10, metadata=_help("LocalOutlierFactor: number of neighbours"))
     lof_window: int = field(
         default=2000,
         metadata=_help(
@@ -162,7 +162,7 @@ class ProcessorConfig:
     )
     warmup_events: int = field(default=1000, metadata=_help("events at the start that never alert"))
     threshold: float = field(
-        default=0.98,
+        default=0.977,
         metadata=_help("alert when the combined score (0..1, higher = worse) is at least this"),
     )
     threshold_mode: str = field(

@@ -227,8 +227,9 @@ class FeatureReference:
     The typical range of a feature is its 5th to 95th percentile over the reference rows, and a
     value's deviation is its distance from the median in units of that range's width divided by
     3.29, the width of a normal distribution's central 90 % (so deviations read like z-scores).
-    A feature that never varies (a flag that is always 0) gets a small floor on its width, so that
-    a 1 stands out.
+    A feature that is constant over that range but not always (a distance beyond reach, 0 but for
+    a few trips) is measured in its standard deviation instead; one that never varies (a flag that
+    is always 0) gets a small floor on its width, so that a 1 stands out.
 
     Examples
     --------
@@ -256,7 +257,8 @@ class FeatureReference:
             return
         self.low_, self.median_, self.high_ = np.quantile(rows, [0.05, 0.5, 0.95], axis=0)
         floor = 1e-3 * (np.abs(self.median_) + 1.0)
-        self.scale_ = np.maximum((self.high_ - self.low_) / 3.29, floor)
+        width = (self.high_ - self.low_) / 3.29
+        self.scale_ = np.maximum(np.where(width > 0, width, rows.std(axis=0)), floor)
         self.ready = True
 
     def explain(self, x: np.ndarray, n: int) -> list[Reason]:

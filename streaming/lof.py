@@ -31,11 +31,17 @@ For each query row, on its own (a numba loop, no BLAS, no parallel reduction):
 
   where each ``mean`` is a sum in numpy's pairwise order divided by ``k``, as ``np.mean`` does.
 
+The training side is worked out the same way, once, when the pipeline is compiled: each training
+row's ``k`` nearest other training rows (the row itself left out, as scikit-learn does), its
+k-distance, and its LRD by scikit-learn's ``_local_reachability_density``. scikit-learn's own
+``_lrd`` and ``_distances_fit_X_`` come from the same BLAS products, and two fits of the same rows
+could differ in their last bits with the threads at hand (seen once in eight restores of a
+processor whose LOF was fitted again from its saved rows): these are the same on every fit.
+
 The scores differ from scikit-learn's only where its rounded distances do: by a few ulps in most
 rows, and more where the training set holds duplicate rows, whose k-distance can be 0 (their LRD is
 then about 1e10, and a distance of 1e-8, which scikit-learn's cancellation can produce, instead of
-0 changes the score a lot). The training-side values (``_lrd`` and the k-distances) are
-scikit-learn's own, computed once at fit time.
+0 changes the score a lot).
 """
 
 from __future__ import annotations
@@ -153,29 +159,65 @@ def _score_rows(  # noqa: PLR0917
             for j in range(n_train):
                 diff = xf - train_T[f, j]
                 d2[j] += diff * diff
-        # The k smallest, sorted; an equal distance goes after those already kept (lower index first).
-        m = 0
-        for j in range(n_train):
-            v = d2[j]
-            if m == k:
-                if v >= best_d2[k - 1]:
-                    continue
-                i = k - 1
-            else:
-                i = m
-                m += 1
-            while i > 0 and best_d2[i - 1] > v:
-                best_d2[i] = best_d2[i - 1]
-                best_j[i] = best_j[i - 1]
-                i -= 1
-            best_d2[i] = v
-            best_j[i] = j
+        _select(d2, -1, k, best_d2, best_j)
         for i in range(k):
             terms[i] = max(math.sqrt(best_d2[i]), kdist[best_j[i]])
         x_lrd = 1.0 / (_pairwise_sum(terms, 0, k) / k + 1e-10)
         for i in range(k):
             terms[i] = lrd[best_j[i]] / x_lrd
         out[r] = -(_pairwise_sum(terms, 0, k) / k)
+
+
+@njit(cache=_CACHE)
+def _select(d2: FloatArray, skip: int, k: int, best_d2: FloatArray, best_j: npt.NDArray[np.intp]) -> None:
+    """The ``k`` smallest of ``d2`` (leaving out index ``skip``), sorted; ties keep the lower index."""
+    m = 0
+    for j in range(d2.shape[0]):
+        if j == skip:
+            continue
+        v = d2[j]
+        if m == k:
+            if v >= best_d2[k - 1]:
+                continue
+            i = k - 1
+        else:
+            i = m
+            m += 1
+        while i > 0 and best_d2[i - 1] > v:
+            best_d2[i] = best_d2[i - 1]
+            best_j[i] = best_j[i - 1]
+            i -= 1
+        best_d2[i] = v
+        best_j[i] = j
+
+
+@njit(cache=_CACHE)
+def _fit_rows(train_T: FloatArray, k: int, kdist: FloatArray, lrd: FloatArray) -> None:
+    """Each training row's k-distance and LRD among the other training rows, exactly."""
+    n_features, n_train = train_T.shape
+    d2 = np.empty(n_train)
+    best_d2 = np.empty(k)
+    best_j = np.empty(k, dtype=np.intp)
+    dist = np.empty((n_train, k))
+    nbr = np.empty((n_train, k), dtype=np.intp)
+    for r in range(n_train):
+        for j in range(n_train):
+            d2[j] = 0.0
+        for f in range(n_features):
+            xf = train_T[f, r]
+            for j in range(n_train):
+                diff = xf - train_T[f, j]
+                d2[j] += diff * diff
+        _select(d2, r, k, best_d2, best_j)
+        for i in range(k):
+            dist[r, i] = math.sqrt(best_d2[i])
+            nbr[r, i] = best_j[i]
+        kdist[r] = dist[r, k - 1]
+    terms = np.empty(k)
+    for r in range(n_train):
+        for i in range(k):
+            terms[i] = max(dist[r, i], kdist[nbr[r, i]])
+        lrd[r] = 1.0 / (_pairwise_sum(terms, 0, k) / k + 1e-10)
 
 
 class CompiledLOF:
@@ -244,9 +286,9 @@ class CompiledLOF:
         self._train_T: FloatArray = np.ascontiguousarray(np.asarray(lof._fit_X, dtype=np.float64).T)
         self.n_train_ = int(self._train_T.shape[1])
         self.n_neighbors_ = int(lof.n_neighbors_)
-        distances = np.asarray(lof._distances_fit_X_, dtype=np.float64)
-        self._kdist: FloatArray = np.ascontiguousarray(distances[:, self.n_neighbors_ - 1])
-        self._lrd: FloatArray = np.ascontiguousarray(np.asarray(lof._lrd, dtype=np.float64))
+        self._kdist: FloatArray = np.empty(self.n_train_)
+        self._lrd: FloatArray = np.empty(self.n_train_)
+        _fit_rows(self._train_T, self.n_neighbors_, self._kdist, self._lrd)
 
     def score_samples(self, X: npt.ArrayLike) -> FloatArray:
         """Opposite of the local outlier factor of each row: lower is more abnormal.

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from anomrec.streaming.config import ProcessorConfig
 from anomrec.streaming.sample import generate_transactions
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -150,7 +151,7 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
         source = by_id[str(alert["event_id"])]
         assert alert["entity"] == source["card_id"]
         assert alert["event_time"] == source["ts"]
-        assert alert["score"] >= alert["threshold"] == 0.98  # type: ignore[operator]
+        assert alert["score"] >= alert["threshold"] == ProcessorConfig().threshold  # type: ignore[operator]
 
     # One planted alert, field by field.
     alert = next(a for a in alerts if a["event_id"] in planted)
@@ -163,7 +164,7 @@ def test_run_alerts_planted_fraud_and_stops_cleanly_on_sigterm(
     assert alert["threshold_mode"] == "fixed" and alert["rule"] == "fisher"
     assert alert["profile"] == "transactions"
     versions = alert["model_versions"]
-    assert versions["hst"] == "hst-25x15-w250-s42"
+    assert versions["hst"] == f"hst-{ProcessorConfig().n_trees}x{ProcessorConfig().height}-w250-s42"
     # Refits begin at 500, 1500 and 2500 and take over 200 events later.
     position = int(str(alert["event_id"]).removeprefix("tx-")) - 1
     expected_model = 1 + (position >= 1700) + (position >= 2700)

@@ -215,3 +215,17 @@ def test_percentile_threshold_mode_alerts_at_roughly_the_requested_rate(events: 
     step = run(cfg, events)
     live = len(events) - CFG.warmup_events
     assert 0.02 * live < len(step.alerts) < 0.09 * live
+
+
+def test_a_feature_that_is_mostly_zero_is_explained_in_its_own_spread() -> None:
+    from anomrec.streaming.ensemble import FeatureReference
+
+    # Zero in 97 % of the rows: its 5th-95th percentile range is 0 to 0, its std is not.
+    rows = np.zeros((1000, 2))
+    rows[:30, 0] = 8.0
+    rows[:, 1] = np.linspace(-1.0, 1.0, 1000)
+    ref = FeatureReference(("km_beyond_reach", "other"))
+    ref.refresh(rows)
+    (reason,) = ref.explain(np.array([8.0, 0.0]), 1)
+    assert (reason.typical_low, reason.typical_high) == (0.0, 0.0)
+    assert reason.deviation == pytest.approx(8.0 / rows[:, 0].std())  # about 6, not 8,000

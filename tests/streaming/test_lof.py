@@ -176,3 +176,21 @@ def test_detector_restores_the_compiled_scorer() -> None:
     Q = rng.normal(size=(400, 6)) * 1.5
     assert np.array_equal(twin.score_learn_many(Q), det.score_learn_many(Q))
     np.testing.assert_allclose(det.score_learn_many(Q), -det.model_.score_samples(Q), rtol=1e-9, atol=0)
+
+
+def test_two_fits_of_the_same_rows_compile_to_the_same_model_whatever_the_threads() -> None:
+    """The training side (k-distances, LRDs) is computed here, exactly, not taken from scikit-learn's
+    BLAS products: a model fitted again from its saved rows on restore scores to the last bit as the
+    one it replaces, whatever threads either fit had."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    X, Q = distinct_data(rng)
+    first = CompiledLOF(local_outlier_factor(0).fit(X))
+    with threadpool_limits(1):
+        second = CompiledLOF(local_outlier_factor(0).fit(X))
+    assert np.array_equal(first._lrd, second._lrd) and np.array_equal(first._kdist, second._kdist)
+    assert np.array_equal(first.score_samples(Q), second.score_samples(Q))
+    # The exact training side agrees with scikit-learn's to rounding.
+    lof = local_outlier_factor(0).fit(X).steps[1][1]
+    assert np.allclose(first._lrd, lof._lrd, rtol=1e-9, atol=0)

@@ -293,7 +293,7 @@ def test_state_taken_under_other_settings_is_refused_naming_each_one() -> None:
     with proc, pytest.raises(CheckpointError) as info:
         proc.restore(*_early_state())
     message = str(info.value)
-    assert "threshold=0.9 (the state's: 0.98)" in message
+    assert f"threshold=0.9 (the state's: {cfg.threshold})" in message
     assert "seed=7 (the state's: 42)" in message
     assert "reset the state" in message and "state's settings" in message
     assert proc.n_seen_ == 0  # left as it was
