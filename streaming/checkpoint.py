@@ -187,7 +187,7 @@ def write_checkpoint(
         raise ValueError(f"offset={offset!r}: expected a whole number >= 0")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep={keep!r}: expected a whole number >= 1")
-    payload = _payload(state, compress=compress)
+    payload = encode_state(state, compress=compress)
     header = {
         "schema_version": SCHEMA_VERSION,
         "key": key,
@@ -280,16 +280,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != header["payload_sha256"]:
         raise CheckpointError(f"payload SHA-256 is {digest}, expected {header['payload_sha256']}")
-    arrays = _load_payload(payload)
-    meta_bytes = arrays.pop(META_ARRAY, None)
-    if meta_bytes is None or meta_bytes.dtype != np.uint8 or meta_bytes.ndim != 1:
-        raise CheckpointError(f"payload has no {META_ARRAY!r} array of bytes")
-    try:
-        meta = json.loads(meta_bytes.tobytes())
-    except ValueError as exc:
-        raise CheckpointError(f"state JSON does not parse: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"state JSON is a {type(meta).__name__}, expected an object")
+    meta, arrays = decode_state(payload)
     return Checkpoint(
         key=header["key"],
         offset=header["offset"],
@@ -444,7 +435,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _payload(state: State, *, compress: bool) -> bytes:
+def encode_state(state: State, *, compress: bool = False) -> bytes:
+    """``(meta, arrays)`` as one ``.npz`` archive: the arrays packed losslessly, the JSON in ``__meta__``.
+
+    :func:`decode_state` undoes it. Checkpoint payloads and model artifacts are such archives.
+
+    >>> meta, arrays = decode_state(encode_state(({"n": 1}, {"x": np.zeros(5000)})))
+    >>> meta, arrays["x"].shape
+    ({'n': 1}, (5000,))
+    """
     meta, arrays = state
     if not isinstance(meta, Mapping):
         raise ValueError(f"state meta is a {type(meta).__name__}, expected a dict")
@@ -469,13 +468,31 @@ def _payload(state: State, *, compress: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _load_payload(payload: memoryview) -> dict[str, np.ndarray]:
-    """The payload's arrays, with pickles refused; any failure is a CheckpointError."""
+def decode_state(payload: bytes | memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The ``(meta, arrays)`` of an :func:`encode_state` archive, with pickles refused.
+
+    Check the bytes' SHA-256 first if they come from a file: this only refuses what numpy refuses.
+
+    Raises
+    ------
+    CheckpointError
+        Not a plain ``.npz`` archive, no ``__meta__`` array, or JSON that is not an object.
+    """
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
-            return _unpack({name: archive[name] for name in archive.files})
+            arrays = _unpack({name: archive[name] for name in archive.files})
     except Exception as exc:  # whatever numpy or zipfile make of a bad archive: all mean "bad file"
         raise CheckpointError(f"payload is not a plain .npz archive: {type(exc).__name__}: {exc}") from exc
+    meta_bytes = arrays.pop(META_ARRAY, None)
+    if meta_bytes is None or meta_bytes.dtype != np.uint8 or meta_bytes.ndim != 1:
+        raise CheckpointError(f"payload has no {META_ARRAY!r} array of bytes")
+    try:
+        meta = json.loads(meta_bytes.tobytes())
+    except ValueError as exc:
+        raise CheckpointError(f"state JSON does not parse: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"state JSON is a {type(meta).__name__}, expected an object")
+    return meta, arrays
 
 
 def _type_name(kind: type) -> str:

@@ -1,24 +1,62 @@
 """The processor's settings: one frozen, validated object.
 
-Every field names the environment variable that sets it (``ANOMREC_<FIELD>``); command-line flags
-override the environment, which overrides the defaults. Validation happens once, at construction,
-and a bad value raises :class:`~anomrec.streaming.exceptions.ConfigError` that names the setting,
-the value and what is expected.
+Settings come from four layers, each overriding the one before: the defaults, a TOML file
+(``--config FILE`` or ``ANOMREC_CONFIG=FILE``), the environment (``ANOMREC_<FIELD>``) and
+command-line flags (``--<field-with-dashes>``). The file is flat: its keys are the field names,
+with TOML's own types (``threshold = 0.95``, ``detectors = ["hst", "lof"]``, ``recommend = false``).
+:meth:`ProcessorConfig.resolve` merges the layers, remembers where each value came from and
+validates the result once, at construction. A bad value raises
+:class:`~anomrec.streaming.exceptions.ConfigError` naming the setting, the value, where it came
+from and what is expected; an unknown key in the file is refused with the closest setting name.
+
+Secrets (``ssl_password``, ``sasl_password``) are held as :class:`Secret`, whose ``repr`` and
+``str`` are ``***``; only :meth:`ProcessorConfig.kafka_security` reveals them, to the Kafka clients,
+and it makes the ``kafka`` loggers mask them (kafka-python logs its configuration and the PLAIN
+login request at DEBUG). They have no flag, as a command line is visible to every user of the
+machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import logging
 import math
+import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from .ensemble import RULES
 from .exceptions import ConfigError
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "ANOMREC_"
+#: The environment variable naming the TOML file (``--config`` overrides it).
+CONFIG_ENV = "ANOMREC_CONFIG"
+#: What :meth:`ProcessorConfig.to_toml` prints for a secret; read back, it means "not set here".
+MASK = "***"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: How the processor reaches Kafka, not what it computes: never part of a checkpoint's settings.
+CONNECTION_SETTINGS = frozenset(
+    {
+        "security_protocol",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+    }
+)
 PROFILES = ("transactions", "network", "sensor", "generic", "interactions")
 DETECTORS = ("hst", "iforest", "lof")
 DELIVERY_MODES = ("exactly-once", "at-least-once")
@@ -28,8 +66,50 @@ RECO_MODELS = ("hybrid", "itemitem", "bpr", "isgd", "biased-mf", "popularity")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-def _help(help_text: str) -> dict[str, str]:
-    return {"help": help_text}
+def _help(help_text: str, *, secret: bool = False, shown_default: str | None = None) -> dict[str, Any]:
+    """A field's metadata: its help, whether it is a secret (no flag, masked), its documented default."""
+    return {"help": help_text, "secret": secret, "shown_default": shown_default}
+
+
+class Secret:
+    """A string that does not show itself: ``repr`` and ``str`` are ``***``.
+
+    Examples
+    --------
+    >>> password = Secret("hunter2")
+    >>> password, str(password), f"{password}"
+    (Secret('***'), '***', '***')
+    >>> password.reveal()
+    'hunter2'
+    >>> password == Secret("hunter2")
+    True
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"a Secret holds a string, not {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: only for the Kafka client that needs it, never for printing."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return format(MASK, spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +134,10 @@ class ProcessorConfig:
 
     bootstrap_servers: str | None = field(
         default=None,
-        metadata=_help("Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset runs the embedded sample"),
+        metadata=_help(
+            "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]; unset runs the embedded sample",
+            shown_default="unset: embedded run",
+        ),
     )
     input_topic: str = field(default="events", metadata=_help("topic the JSON events are read from"))
     alerts_topic: str = field(default="alerts", metadata=_help("topic the JSON alerts are written to"))
@@ -106,7 +189,10 @@ class ProcessorConfig:
     )
     features: tuple[str, ...] = field(
         default=(),
-        metadata=_help("comma-separated numeric fields: the readings (sensor) or the fields (generic)"),
+        metadata=_help(
+            "comma-separated numeric fields: the readings (sensor) or the fields (generic)",
+            shown_default="(none)",
+        ),
     )
     max_entities: int = field(
         default=100_000, metadata=_help("entities held in feature state; the least recently seen go first")
@@ -185,6 +271,21 @@ class ProcessorConfig:
         default="anomrec-state",
         metadata=_help("folder of the per-partition checkpoints; delete it to rebuild state from the input"),
     )
+    metrics_port: int = field(
+        default=0,
+        metadata=_help("HTTP port of /metrics (Prometheus) and /healthz for a Kafka run; 0 turns them off"),
+    )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata=_help("address the metrics server listens on; 0.0.0.0 to be scraped from other hosts"),
+    )
+    warm_start: str = field(
+        default="",
+        metadata=_help(
+            "folder of models written by `anomrec fit` (or its parent, for the latest version): a "
+            "partition with no checkpoint starts from them instead of from nothing"
+        ),
+    )
     checkpoint_every_events: int = field(
         default=20_000, metadata=_help("events of a partition between two of its checkpoints (0: never)")
     )
@@ -195,7 +296,8 @@ class ProcessorConfig:
         default="",
         metadata=_help(
             "this processor's stable name in its group (default: the host name); it names the "
-            "transactional id, so a restarted processor fences its earlier self"
+            "transactional id, so a restarted processor fences its earlier self",
+            shown_default="(host name)",
         ),
     )
     auto_offset_reset: str = field(
@@ -260,10 +362,46 @@ class ProcessorConfig:
             "users held in recommender state; the least recently active are forgotten and count as new again"
         ),
     )
+    security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata=_help(
+            "how every Kafka client talks to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+        ),
+    )
+    ssl_cafile: str | None = field(
+        default=None,
+        metadata=_help(
+            "SSL: PEM file of the authorities that signed the brokers' certificates (unset: the system's)"
+        ),
+    )
+    ssl_certfile: str | None = field(
+        default=None,
+        metadata=_help("SSL: PEM file of this client's certificate, for brokers that authenticate clients"),
+    )
+    ssl_keyfile: str | None = field(
+        default=None,
+        metadata=_help("SSL: PEM file of the private key of ssl_certfile (unset: in ssl_certfile)"),
+    )
+    ssl_password: Secret | None = field(
+        default=None,
+        metadata=_help("SSL: password of the private key; a secret, masked when shown", secret=True),
+    )
+    ssl_check_hostname: bool = field(
+        default=True, metadata=_help("SSL: check that the broker's certificate names the host connected to")
+    )
+    sasl_mechanism: str | None = field(
+        default=None,
+        metadata=_help("SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    )
+    sasl_username: str | None = field(default=None, metadata=_help("SASL user name"))
+    sasl_password: Secret | None = field(
+        default=None, metadata=_help("SASL password; a secret, masked when shown", secret=True)
+    )
 
     def __post_init__(self) -> None:
         if self.bootstrap_servers is not None and not self.bootstrap_servers.strip():
             object.__setattr__(self, "bootstrap_servers", None)
+        self._check_security()
         for name in (
             "input_topic",
             "alerts_topic",
@@ -301,6 +439,18 @@ class ProcessorConfig:
         _choice("reco_model", self.reco_model, RECO_MODELS)
         _choice("delivery", self.delivery, DELIVERY_MODES)
         _choice("auto_offset_reset", self.auto_offset_reset, ("earliest", "latest"))
+        if (
+            isinstance(self.metrics_port, bool)
+            or not isinstance(self.metrics_port, int)
+            or not 0 <= self.metrics_port <= 65535
+        ):
+            raise ConfigError(
+                f"metrics_port={self.metrics_port!r}: expected a TCP port 1-65535, or 0 for no metrics server"
+            )
+        if not isinstance(self.metrics_host, str) or not self.metrics_host.strip():
+            raise ConfigError(
+                f"metrics_host={self.metrics_host!r} is empty: expected an address such as 127.0.0.1"
+            )
         if not isinstance(self.state_dir, str) or not self.state_dir.strip():
             raise ConfigError(f"state_dir={self.state_dir!r} is empty: expected a folder path")
         if not isinstance(self.instance_id, str) or not re.fullmatch(
@@ -426,6 +576,132 @@ class ProcessorConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed={self.seed!r}: expected an integer")
 
+    def _check_security(self) -> None:
+        """Blank optional strings mean unset; secrets become :class:`Secret`; combinations must fit."""
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_mechanism", "sasl_username"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name}={value!r}: expected a string")
+            if value is not None and not value.strip():
+                object.__setattr__(self, name, None)
+        for name in ("ssl_password", "sasl_password"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = Secret(value)
+            elif value is not None and not isinstance(value, Secret):
+                raise ConfigError(f"{name}: expected a string, got a {type(value).__name__}")
+            object.__setattr__(self, name, value if value is not None and value.reveal() else None)
+        if not isinstance(self.ssl_check_hostname, bool):
+            raise ConfigError(f"ssl_check_hostname={self.ssl_check_hostname!r}: expected true or false")
+        protocol = self.security_protocol
+        _choice("security_protocol", protocol, SECURITY_PROTOCOLS)
+        uses_ssl, uses_sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
+        if uses_sasl:
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password"):
+                if getattr(self, name) is None:
+                    how = "set ANOMREC_SASL_PASSWORD or sasl_password in the config file"
+                    if name != "sasl_password":
+                        how = f"set {name}" + (
+                            f" to one of {', '.join(SASL_MECHANISMS)}" if name == "sasl_mechanism" else ""
+                        )
+                    raise ConfigError(f"security_protocol={protocol!r} needs {name}: {how}")
+            _choice("sasl_mechanism", self.sasl_mechanism, SASL_MECHANISMS)
+        else:
+            given = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n)]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is set but security_protocol={protocol!r} does not use SASL: set "
+                    f"security_protocol to SASL_PLAINTEXT or SASL_SSL, or unset {given[0]}"
+                )
+        files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+        if not uses_ssl:
+            given = [n for n in (*files, "ssl_password") if getattr(self, n)]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is set but security_protocol={protocol!r} does not use SSL: set "
+                    f"security_protocol to SSL or SASL_SSL, or unset {given[0]}"
+                )
+        for name in files:
+            path = getattr(self, name)
+            if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                what = "does not exist" if not os.path.exists(path) else "is not a readable file"
+                raise ConfigError(f"{name}={path!r} {what}: expected the path of a PEM file")
+        for name in ("ssl_keyfile", "ssl_password"):
+            if getattr(self, name) is not None and self.ssl_certfile is None:
+                raise ConfigError(
+                    f"{name} is set without ssl_certfile: it belongs to a client certificate; "
+                    "set ssl_certfile too, or unset it"
+                )
+
+    def kafka_security(self) -> dict[str, Any]:
+        """The security keyword arguments of every kafka-python client anomrec builds.
+
+        The one place the settings map to kafka-python's names, and the one place secrets are
+        revealed; the ``kafka`` loggers then mask them (see :func:`mask_in_logs`).
+
+        Examples
+        --------
+        >>> ProcessorConfig().kafka_security()
+        {'security_protocol': 'PLAINTEXT'}
+        >>> cfg = ProcessorConfig(
+        ...     security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        ...     sasl_username="alice", sasl_password="alice-secret",
+        ... )
+        >>> sorted(cfg.kafka_security())
+        ['sasl_mechanism', 'sasl_plain_password', 'sasl_plain_username', 'security_protocol']
+        """
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options |= {
+                "ssl_cafile": self.ssl_cafile,
+                "ssl_certfile": self.ssl_certfile,
+                "ssl_keyfile": self.ssl_keyfile,
+                "ssl_password": None if self.ssl_password is None else self.ssl_password.reveal(),
+                "ssl_check_hostname": self.ssl_check_hostname,
+            }
+        if self.security_protocol.startswith("SASL_"):
+            # kafka-python takes the "plain" user name and password for the SCRAM mechanisms too.
+            assert self.sasl_password is not None  # checked at construction
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password.reveal(),
+            }
+        mask_in_logs(*(s.reveal() for s in (self.ssl_password, self.sasl_password) if s is not None))
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain values (tuples stay tuples), secrets masked as ``***``."""
+        return {
+            f.name: MASK if isinstance(value := getattr(self, f.name), Secret) else value
+            for f in dataclasses.fields(self)
+        }
+
+    def to_toml(self, sources: Mapping[str, str] | None = None) -> str:
+        """The settings as a TOML config file, secrets masked; ``sources`` become trailing comments.
+
+        Fed back with ``--config``, the file gives the same settings; a masked secret (``***``)
+        read back means "not set here", so the environment or a flag must still provide it. An
+        unset setting is written as ``""``, which reads back as unset.
+
+        Examples
+        --------
+        >>> text = ProcessorConfig(threshold=0.9).to_toml({"threshold": "flag --threshold"})
+        >>> [line for line in text.splitlines() if line.startswith(("threshold =", "seed ="))]
+        ['threshold = 0.9  # from flag --threshold', 'seed = 42  # default']
+        """
+        lines = [
+            "# anomrec settings: defaults < this file (--config / ANOMREC_CONFIG) < ANOMREC_* < flags.",
+            f'# A secret shows as "{MASK}", which read back means "not set here": set it in ANOMREC_*.',
+            '# "" means unset.',
+        ]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            source = (sources or {}).get(f.name, "default")
+            comment = "default" if source == "default" else f"from {source}"
+            lines.append(f"{f.name} = {_toml_value(value)}  # {comment}")
+        return "\n".join(lines) + "\n"
+
     def detector_weights(self) -> dict[str, float] | None:
         """The fixed weight of each configured detector, or None when weights are ``auto``.
 
@@ -485,26 +761,335 @@ class ProcessorConfig:
         """The environment variable that sets field ``name``."""
         return ENV_PREFIX + name.upper()
 
+    @staticmethod
+    def flag(name: str) -> str | None:
+        """The command-line flag that sets field ``name``; None for a secret, which has none."""
+        f = _FIELDS[name]
+        return None if f.metadata.get("secret") else "--" + name.replace("_", "-")
+
     @classmethod
     def from_sources(
-        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
     ) -> ProcessorConfig:
-        """Build the config from the environment, then ``overrides`` (e.g. CLI flags) on top.
+        """The config from a TOML file, then the environment, then ``overrides`` (e.g. CLI flags).
 
-        ``None`` values in ``overrides`` mean "not given" and leave the lower layer in force.
+        See :meth:`resolve`, which also says where each value came from.
         """
+        return cls.resolve(environ, overrides, config_file).config
+
+    @classmethod
+    def resolve(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+    ) -> Resolved:
+        """Merge defaults < TOML file < environment < ``overrides``; validate; note each value's source.
+
+        Parameters
+        ----------
+        environ
+            The environment: ``ANOMREC_<FIELD>`` variables, and ``ANOMREC_CONFIG`` naming the file.
+        overrides
+            Values already typed, e.g. parsed flags; ``None`` means "not given" and leaves the
+            lower layers in force. They are reported as flags.
+        config_file
+            The TOML file; overrides ``ANOMREC_CONFIG``.
+
+        Examples
+        --------
+        >>> found = ProcessorConfig.resolve({"ANOMREC_GROUP_ID": "fraud"}, {"threshold": 0.9})
+        >>> found.config.group_id, found.sources["group_id"], found.sources["threshold"]
+        ('fraud', 'env ANOMREC_GROUP_ID', 'flag --threshold')
+        >>> ProcessorConfig.resolve({"ANOMREC_THRESHOLD": "1.5"})
+        Traceback (most recent call last):
+        ...
+        anomrec.streaming.exceptions.ConfigError: threshold=1.5 ... came from env ANOMREC_THRESHOLD
+        """
+        environ = environ or {}
         values: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name, f in fields.items():
-            raw = (environ or {}).get(cls.env_var(name))
+        sources: dict[str, str] = {}
+        masked: dict[str, str] = {}
+        path = config_file if config_file is not None else environ.get(CONFIG_ENV) or None
+        if path is not None:
+            where = f"file {os.fspath(path)}"
+            for name, value in _read_toml(path, named_by_env=config_file is None).items():
+                if isinstance(value, Secret) and value.reveal() == MASK:
+                    masked[name] = where
+                    continue
+                values[name], sources[name] = value, where
+        for name, f in _FIELDS.items():
+            var = cls.env_var(name)
+            raw = environ.get(var)
             if raw is not None:
-                values[name] = _parse_help(name, raw, f)
+                values[name], sources[name] = _from_env(name, raw, f), f"env {var}"
+                masked.pop(name, None)
+        _warn_unknown_env(environ)
         for name, value in (overrides or {}).items():
-            if name not in fields:
-                raise ConfigError(f"unknown setting {name!r}: expected one of {', '.join(fields)}")
+            if name not in _FIELDS:
+                raise ConfigError(
+                    f"unknown setting {name!r}{_did_you_mean(name)}: expected one of {', '.join(_FIELDS)}"
+                )
             if value is not None:
-                values[name] = value
-        return cls(**values)
+                values[name], sources[name] = value, f"flag {cls.flag(name) or name}"
+                masked.pop(name, None)
+        for name, where in masked.items():
+            raise ConfigError(
+                f"{name} in {where} is {MASK!r}, the mask config show prints in place of a secret, and "
+                f"nothing else sets it: put the real value there, or set {cls.env_var(name)}"
+            )
+        try:
+            config = cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(_with_sources(str(exc), sources)) from None
+        return Resolved(config, sources)
+
+
+class Resolved(NamedTuple):
+    """A config and where each value came from: ``"file PATH"``, ``"env VAR"`` or ``"flag --x"``.
+
+    A setting left at its default is absent from ``sources``.
+    """
+
+    config: ProcessorConfig
+    sources: Mapping[str, str]
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(ProcessorConfig)}
+
+# The value each field's annotation calls for, and how TOML and the environment spell it.
+_KINDS: dict[str, type] = {
+    "str": str,
+    "str | None": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "tuple[str, ...]": tuple,
+    "Secret | None": Secret,
+}
+_EXPECTED = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    tuple: 'a list of strings, e.g. ["a", "b"], or one string "a,b"',
+    Secret: "a string",
+}
+for _f in _FIELDS.values():  # a new field with another type must say how it is read
+    assert _f.type in _KINDS, f"ProcessorConfig.{_f.name}: no reader for type {_f.type}"
+
+
+def _kind(f: dataclasses.Field[Any]) -> type:
+    return _KINDS[str(f.type)]
+
+
+def _read_toml(path: str | os.PathLike[str], *, named_by_env: bool) -> dict[str, Any]:
+    """The settings of a TOML file, each typed as its field; ConfigError naming the file otherwise."""
+    shown = repr(os.fspath(path)) + (f" (named by {CONFIG_ENV})" if named_by_env else "")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {shown}: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"the config file {shown} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {shown} is not valid TOML: {exc}") from None
+    where = f"file {os.fspath(path)}"
+    values = {}
+    for key, value in doc.items():
+        if key not in _FIELDS:
+            table = (
+                " (a table: the file is flat, every setting at the top level)"
+                if isinstance(value, dict)
+                else ""
+            )
+            raise ConfigError(
+                f"unknown setting {key!r}{table} in config file {shown}{_did_you_mean(key)}: "
+                "expected the name of a setting, as anomrec config show lists them"
+            )
+        values[key] = _from_toml(key, value, where)
+    return values
+
+
+def _from_toml(name: str, value: Any, where: str) -> Any:
+    kind = _kind(_FIELDS[name])
+    ok = {
+        str: isinstance(value, str),
+        Secret: isinstance(value, str),
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        tuple: isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
+    }[kind]
+    if name == "bootstrap_servers" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if not ok:
+        raise ConfigError(f"{name}={_toml_value(value)} from {where}: expected {_EXPECTED[kind]}")
+    if kind is float:
+        return float(value)
+    if kind is tuple:
+        return _split_list(value) if isinstance(value, str) else tuple(value)
+    if kind is Secret:
+        return Secret(value)
+    return value
+
+
+def _from_env(name: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+    kind = _kind(f)
+    var = ProcessorConfig.env_var(name)
+    if kind is bool:
+        try:
+            return parse_bool(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not true or false (also 1/0, yes/no, on/off)") from None
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
+    except ValueError:
+        raise ConfigError(
+            f"{var}={raw!r} is not a valid {kind.__name__}: expected {_EXPECTED[kind]}"
+        ) from None
+    if kind is tuple:
+        return _split_list(raw)
+    if kind is Secret:
+        return Secret(raw)
+    return raw
+
+
+# ANOMREC_* variables that are not settings: the file, logging, the local broker, fault injection.
+_OTHER_ENV = frozenset(
+    {"CONFIG", "LOG_LEVEL", "CACHE_DIR", "MAVEN_REPO", "CRASH_AT", "CRASH_AFTER", "CRASH_SIGNAL"}
+)
+
+
+def _warn_unknown_env(environ: Mapping[str, str]) -> None:
+    """Warn about an ``ANOMREC_*`` variable that is no setting but looks like a misspelt one."""
+    names = [n.upper() for n in _FIELDS]
+    for var in environ:
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var.removeprefix(ENV_PREFIX)
+        if rest in _OTHER_ENV or rest.lower() in _FIELDS:
+            continue
+        close = difflib.get_close_matches(rest, names, n=1, cutoff=0.8)
+        if close:
+            log.warning("%s is not a setting and is ignored: did you mean %s%s?", var, ENV_PREFIX, close[0])
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_FIELDS), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _with_sources(message: str, sources: Mapping[str, str]) -> str:
+    """``message`` plus where each setting it names came from, when that is not the default."""
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "", message)
+    named = [n for n in _FIELDS if re.search(rf"\b{n}\b", unquoted) and n in sources]
+    if not named:
+        return message
+    return message + "; " + ", ".join(f"{n} came from {sources[n]}" for n in named)
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as TOML: JSON's string escapes are TOML's; None is written as an empty string."""
+    if value is None:
+        value = ""
+    elif isinstance(value, Secret):
+        value = MASK
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))
+
+
+class _Masker(logging.Filter):
+    """Replaces the secrets it was given, as text, repr or bytes repr, in every record it sees."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.forms: set[str] = set()
+
+    def add(self, secret: str) -> None:
+        if secret:
+            self.forms |= {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.forms:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is logging's problem to report
+            return True
+        masked = text
+        for form in sorted(self.forms, key=len, reverse=True):
+            masked = masked.replace(form, MASK)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_MASKER = _Masker()
+
+
+def mask_in_logs(*secrets: str) -> None:
+    """Mask ``secrets`` in every record of the ``kafka`` loggers from now on.
+
+    kafka-python logs its admin client's configuration and each request, the PLAIN login
+    included, at DEBUG. A filter on a logger sees only that logger's own records, so it goes on
+    every ``kafka`` logger that exists, which is all of them once a client class is imported.
+    """
+    for secret in secrets:
+        _MASKER.add(secret)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "kafka" or name.startswith("kafka."):
+            logging.getLogger(name).addFilter(_MASKER)
+
+
+def reference_table(names: list[str] | None = None) -> str:
+    """The README's table of settings ``names`` (default all): key, flag, variable, default, meaning.
+
+    The README's configuration tables are these rows; ``tests/test_readme.py`` keeps them so.
+    """
+    rows = [
+        "| setting (TOML key) | flag | environment | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in names or list(_FIELDS):
+        f = _FIELDS[name]
+        flag = ProcessorConfig.flag(name)
+        shown = f.metadata.get("shown_default")
+        if shown is None:
+            default = f.default
+            if default is None:
+                shown = "(unset)"
+            elif isinstance(default, bool):
+                shown = f"`{str(default).lower()}`"
+            elif isinstance(default, tuple):
+                shown = f"`{','.join(default)}`"
+            else:
+                shown = f"`{default}`" if default != "" else "(none)"
+        rows.append(
+            f"| `{name}` | {f'`{flag}`' if flag else '(none: a secret)'} | "
+            f"`{ProcessorConfig.env_var(name)}` | {shown} | {f.metadata['help']} |"
+        )
+    return "\n".join(rows)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -524,26 +1109,3 @@ def parse_bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{raw!r} is not true or false")
-
-
-def _parse_help(name: str, raw: str, f: dataclasses.Field[Any]) -> Any:
-    kind = type(f.default)
-    var = ProcessorConfig.env_var(name)
-    if kind is bool:
-        try:
-            return parse_bool(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r} is not true or false") from None
-    try:
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            value = float(raw)
-            if not math.isfinite(value):
-                raise ValueError(raw)
-            return value
-    except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
-    if kind is tuple:
-        return _split_list(raw)
-    return raw

@@ -50,7 +50,7 @@ import numpy as np
 import orjson
 import sklearn
 
-from .config import ProcessorConfig
+from .config import CONNECTION_SETTINGS, ProcessorConfig
 from .detectors import (
     Detector,
     HalfSpaceTreesDetector,
@@ -90,6 +90,9 @@ RUNTIME_SETTINGS = frozenset(
         "similar_items_topic",
         "group_id",
         "instance_id",
+        "warm_start",
+        "metrics_port",
+        "metrics_host",
         "id_field",
         "label_field",
         "schema_version_field",
@@ -109,6 +112,7 @@ RUNTIME_SETTINGS = frozenset(
         "commit_timeout_seconds",
         "session_timeout_ms",
     }
+    | CONNECTION_SETTINGS
 )
 
 
@@ -693,17 +697,21 @@ class Processor:
             profile=cfg.profile,
         )
 
+    def _refresh(self) -> None:
+        """Calibration, weights and typical ranges catch up with the recent events."""
+        for c in self.calibrators:
+            c.refresh()
+        self.combined_calibrator.refresh()
+        # The typical ranges are only needed to explain an alert: the clean window as it stands
+        # here is kept, and its quantiles are worked out at the first alert, if any.
+        self._reference_rows = self.clean_.values()
+        if self.auto_weights and len(self._agreement) >= min(1000, self.config.calibration_window):
+            self.weights_ = agreement_weights(self._agreement.values().T)
+
     def _after_segment(self) -> None:
         cfg = self.config
         if self.n_seen_ % cfg.refresh_every == 0:
-            for c in self.calibrators:
-                c.refresh()
-            self.combined_calibrator.refresh()
-            # The typical ranges are only needed to explain an alert: the clean window as it
-            # stands here is kept, and its quantiles are worked out at the first alert, if any.
-            self._reference_rows = self.clean_.values()
-            if self.auto_weights and len(self._agreement) >= min(1000, cfg.calibration_window):
-                self.weights_ = agreement_weights(self._agreement.values().T)
+            self._refresh()
         if self.n_seen_ == self.next_fit_at_:
             self.next_fit_at_ += cfg.refit_every
             refittable = [d for d in self.detectors if isinstance(d, SklearnDetector)]
@@ -714,6 +722,40 @@ class Processor:
                     rows = train[-cfg.lof_window :] if d.name == "lof" else train
                     d.begin_fit(rows, seed=cfg.seed + fit_index)
                 self.swap_at_ = self.n_seen_ + cfg.swap_delay
+
+    def refit_now(self) -> None:
+        """Fit IsolationForest and LOF on the clean window as it stands, swap them in, and wait.
+
+        For the end of a batch fit (``anomrec fit``): the saved models then reflect the latest
+        data instead of a fit up to ``refit_every + swap_delay`` events old. A fit already in
+        progress is finished and swapped in first. Calibration, weights and reference ranges are
+        refreshed too, and the next scheduled refit is ``refit_every`` events away. Deterministic:
+        the seed follows the number of events seen, as scheduled refits' seeds do.
+
+        Raises
+        ------
+        RuntimeError
+            Events are held back at a model swap point (:attr:`has_pending`), or fewer clean rows
+            than there are features are available to fit on.
+        """
+        if self._pending_events:
+            raise RuntimeError("events are held back at a model swap point: call process() until none are")
+        cfg = self.config
+        self._finish_fits(None)
+        refittable = [d for d in self.detectors if isinstance(d, SklearnDetector)]
+        if refittable:
+            train = self.clean_.values()
+            if len(train) <= len(self.feature_names):
+                raise RuntimeError(
+                    f"only {len(train)} clean events to fit on; fit on more data (at least "
+                    f"{cfg.first_fit_after:,} events)"
+                )
+            seed = cfg.seed + self.n_seen_ // max(1, cfg.refit_every) + 1_000_003
+            for d in refittable:
+                d.begin_fit(train[-cfg.lof_window :] if d.name == "lof" else train, seed=seed)
+            self._finish_fits(None)
+            self.next_fit_at_ = self.n_seen_ + cfg.refit_every
+        self._refresh()
 
     def _finish_fits(self, wait: float | None) -> bool:
         for d in self.detectors:

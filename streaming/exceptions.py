@@ -4,6 +4,8 @@ The tree::
 
     AnomrecError
     ├── ConfigError (ValueError)      a bad option: names the option, the value and what is expected
+    │   └── ArtifactError             warm-start models that are missing, altered after the fit, or
+    │                                 fitted on other features or settings: the run refuses them
     ├── BadRecord (ValueError)        one input record cannot be processed; it is data, not a crash:
     │                                 runners count it, log it and carry on
     ├── DeliveryError                 an output could not be written; the input offsets that led to
@@ -76,6 +78,14 @@ class CheckpointError(AnomrecError):
     :meth:`~anomrec.streaming.core.Processor.restore` for state taken under other settings.
     :func:`~anomrec.streaming.checkpoint.load_checkpoint` skips such a checkpoint and falls back
     to an older one.
+    """
+
+
+class ArtifactError(ConfigError):
+    """Model artifacts (``anomrec fit``, ``--warm-start``) are missing, altered or do not fit the settings.
+
+    Unlike a bad checkpoint, which is skipped for an older one, a bad warm start stops the run:
+    the user asked for those models, and starting without them would quietly be something else.
     """
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .artifacts import new_processor, warm_start_models
 from .checkpoint import Checkpoint, load_checkpoint, write_checkpoint
 from .config import ProcessorConfig
 from .core import Alert, Processor
@@ -52,6 +53,8 @@ from .deadletter import BadRecordGuard, decode_or_dead_letter
 from .events import Event, EventDecoder
 from .exceptions import CheckpointError, ConfigError, DeliveryError, RestartRequired
 from .faults import crash_point
+from .kafka_clients import open_client
+from .metrics import CycleTally, MetricsServer, RunnerMetrics
 from .recommender import NeighbourUpdate, RecommendationUpdate
 from .runners import RunStats
 
@@ -169,7 +172,8 @@ class KafkaRunner:
         Topics, group, delivery mode, state folder and model settings; ``config.bootstrap_servers``
         must be set.
     client_options
-        Extra keyword arguments for every kafka-python client (security settings, client id).
+        Extra keyword arguments for every kafka-python client (client id, ...); the security
+        settings come from ``config`` (:meth:`~.config.ProcessorConfig.kafka_security`).
     consumer_options
         Extra keyword arguments for the consumer only (``max_poll_interval_ms``, ...).
     executor
@@ -189,6 +193,8 @@ class KafkaRunner:
         if not config.bootstrap_servers:
             raise ValueError("KafkaRunner needs config.bootstrap_servers")
         self.config = config
+        # Verified before anything connects: a bad warm start stops the run at once.
+        self._models = warm_start_models(config)
         self.client_options = dict(client_options or {})
         self.consumer_options = dict(consumer_options or {})
         self.stats = RunStats()
@@ -207,6 +213,8 @@ class KafkaRunner:
         self._fits: Executor = executor or ThreadPoolExecutor(1, thread_name_prefix="anomrec-fit")
         self._consumer: Any = None
         self._producer: Any = None
+        self.metrics = RunnerMetrics()
+        self._tally = CycleTally()
 
     @property
     def transactional_id(self) -> str:
@@ -222,7 +230,16 @@ class KafkaRunner:
     def run(self, *, max_events: int | None = None, idle_timeout: float | None = None) -> RunStats:
         """Process until :meth:`stop`, or after ``max_events`` events or ``idle_timeout`` seconds idle."""
         cfg = self.config
-        self._consumer = self._connect_consumer()
+        server = None
+        if cfg.metrics_port:
+            server = MetricsServer(self.metrics, self.health, host=cfg.metrics_host, port=cfg.metrics_port)
+            server.start()
+        try:
+            self._consumer = self._connect_consumer()
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
         try:
             self._producer = self._connect_producer()
             ensure_output_topics(cfg, self.client_options)
@@ -272,6 +289,8 @@ class KafkaRunner:
             raise
         finally:
             self.stats.finished = time.monotonic()
+            if server is not None:
+                server.stop()
             self._close()
         log.info("stopped after %d events, %d alerts", self.stats.events, self.stats.alerts)
         return self.stats
@@ -281,33 +300,50 @@ class KafkaRunner:
 
         Returns the error of a failed cycle (its transaction aborted) for :meth:`_recover`. The
         processing and the transaction run under the lock the rebalance callbacks take, so a
-        partition is never revoked halfway through a transaction that holds its outputs.
+        partition is never revoked halfway through a transaction that holds its outputs. The
+        metrics count the cycle only once it has committed.
         """
+        self._tally = CycleTally()
+        failure = self._transact(polled) if self.exactly_once else self._flush_then_commit(polled)
+        if failure is None:
+            self.metrics.commit(self._tally, time.time())
+            with self._lock:
+                self._observe_tasks()
+        return failure
+
+    def _flush_then_commit(self, polled: Mapping[Any, list[Any]]) -> BaseException | None:
+        """At least once: send the outputs, wait for every acknowledgement, then commit the offsets."""
         from kafka.errors import KafkaError  # noqa: PLC0415 - kept off the embedded path
 
         producer = self._producer
         timeout = self.config.commit_timeout_seconds
-        if not self.exactly_once:
-            try:
-                with self._lock:
-                    futures = self._handle(polled)
-                    crash_point("after-produce")
-                    producer.flush(timeout=timeout)
-                    failed = [f.exception for f in futures if not f.succeeded()]
-                    if failed:
-                        raise DeliveryError(
-                            f"{len(failed)} of {len(futures)} output records were not acknowledged by "
-                            f"the broker (first error: {failed[0]!r}); input offsets were not committed"
-                        )
-                    offsets = self._offsets()
-                if offsets:
-                    # Outside the lock: a blocking consumer call needs the network thread, which may
-                    # be waiting for the lock in a rebalance callback.
-                    crash_point("in-commit")
-                    self._consumer.commit(offsets=offsets)
-            except (KafkaError, DeliveryError) as exc:
-                return exc
-            return None
+        try:
+            with self._lock:
+                futures = self._handle(polled)
+                crash_point("after-produce")
+                producer.flush(timeout=timeout)
+                failed = [f.exception for f in futures if not f.succeeded()]
+                if failed:
+                    raise DeliveryError(
+                        f"{len(failed)} of {len(futures)} output records were not acknowledged by "
+                        f"the broker (first error: {failed[0]!r}); input offsets were not committed"
+                    )
+                offsets = self._offsets()
+            if offsets:
+                # Outside the lock: a blocking consumer call needs the network thread, which may
+                # be waiting for the lock in a rebalance callback.
+                crash_point("in-commit")
+                self._consumer.commit(offsets=offsets)
+        except (KafkaError, DeliveryError) as exc:
+            return exc
+        return None
+
+    def _transact(self, polled: Mapping[Any, list[Any]]) -> BaseException | None:
+        """Exactly once: the outputs and the input offsets in one transaction."""
+        from kafka.errors import KafkaError  # noqa: PLC0415 - kept off the embedded path
+
+        producer = self._producer
+        timeout = self.config.commit_timeout_seconds
         with self._lock:
             producer.begin_transaction()
             try:
@@ -333,6 +369,31 @@ class KafkaRunner:
                 self._abort(exc)
                 return exc
         return None
+
+    def _observe_tasks(self) -> None:
+        from kafka.structs import TopicPartition  # noqa: PLC0415
+
+        consumer = self._consumer
+        topic = self.config.input_topic
+        ends = {p: consumer.highwater(TopicPartition(topic, p)) for p in self.tasks}
+        self.metrics.observe_tasks(
+            topic,
+            {p: t.processor for p, t in self.tasks.items()},
+            ends,
+            {p: t.position for p, t in self.tasks.items()},
+        )
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once partitions are assigned and each has its state restored (see :mod:`.metrics`)."""
+        tasks, opening = dict(self.tasks), sorted(self._to_open)
+        if opening:
+            return False, {"reason": f"restoring the state of partitions {opening}"}
+        if not tasks:
+            return False, {"reason": "no partitions assigned yet"}
+        replaying = sorted(p for p, t in tasks.items() if t.replay_until)
+        if replaying:
+            return False, {"reason": f"replaying partitions {replaying} up to their committed offsets"}
+        return True, {"partitions": sorted(tasks)}
 
     def _abort(self, cause: BaseException) -> None:
         """Abort the failed cycle's transaction; :class:`RestartRequired` if that cannot be done."""
@@ -403,6 +464,7 @@ class KafkaRunner:
         """Decode and process the records, send every output; return the send futures."""
         cfg = self.config
         topic = cfg.input_topic
+        tally = self._tally
         futures: list[Any] = []
         work: dict[int, tuple[list[Event], list[int]]] = {
             p: ([], []) for p, t in self.tasks.items() if t.held
@@ -415,6 +477,8 @@ class KafkaRunner:
             for r in polled[tp]:
                 if r.offset < task.position:  # already seen (a re-fetch after a seek)
                     continue
+                if r.offset >= task.replay_until:
+                    tally.records_in[topic] += 1
                 outcome = decode_or_dead_letter(
                     self._decoder,
                     self._guard,
@@ -442,6 +506,8 @@ class KafkaRunner:
                         outcome.message,
                     )
                     headers = outcome.headers()
+                    tally.dead_letters[outcome.reason] += 1
+                    tally.records_out[cfg.dead_letter_topic] += 1
                     send = self._producer.send
                     futures.append(send(cfg.dead_letter_topic, key=r.key, value=r.value, headers=headers))
                 task.position = r.offset + 1
@@ -470,7 +536,11 @@ class KafkaRunner:
             outputs = [(cfg.alerts_topic, a.entity, a) for a in step.alerts]
             outputs += [(cfg.recommendations_topic, u.user, u) for u in step.reco.updates]
             outputs += [(cfg.similar_items_topic, n.item, n) for n in step.reco.neighbours]
+            tally.alerts += len(step.alerts)
+            tally.recommendations += len(step.reco.updates)
+            tally.event_times.extend(e.event_time for e in step.events)
             for out_topic, key, record in outputs:
+                tally.records_out[out_topic] += 1
                 futures.append(
                     self._producer.send(
                         out_topic,
@@ -575,7 +645,7 @@ class KafkaRunner:
                     found[1].offset,
                     beginning,
                 )
-            processor, start = Processor(self.config, executor=self._fits), beginning
+            processor, start = new_processor(self.config, self._models, executor=self._fits), beginning
             if committed > beginning:
                 log.info(
                     "partition %d: no usable checkpoint; rebuilding state from offsets %d to %d",
@@ -653,6 +723,7 @@ class KafkaRunner:
                         runner._checkpoint(task, "revoked")
                     task.processor.close()
                 if revoked:
+                    runner.metrics.forget(runner.config.input_topic, (tp.partition for tp in revoked))
                     log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
             def on_partitions_assigned(self, assigned: Any) -> None:
@@ -679,6 +750,7 @@ class KafkaRunner:
                     if task is not None:
                         task.processor.close()
                 if lost:
+                    runner.metrics.forget(runner.config.input_topic, (tp.partition for tp in lost))
                     log.warning("partitions lost: %s", sorted(tp.partition for tp in lost))
 
         return Rebalance()
@@ -690,7 +762,6 @@ class KafkaRunner:
         from kafka.coordinator.assignors.cooperative_sticky import (  # noqa: PLC0415
             CooperativeStickyAssignor,
         )
-        from kafka.errors import KafkaTimeoutError  # noqa: PLC0415
 
         cfg = self.config
         options: dict[str, Any] = {
@@ -707,13 +778,11 @@ class KafkaRunner:
             **self.client_options,
             **self.consumer_options,
         }
-        try:
-            return KafkaConsumer(**options)
-        except KafkaTimeoutError:  # kafka-python 3 gives up bootstrapping after 30 s
-            raise ConfigError(
-                f"no Kafka broker answered at bootstrap_servers={cfg.bootstrap_servers!r}: check the "
-                "address and that the broker is up, or unset it to run embedded"
-            ) from None
+        unreachable = (
+            f"no Kafka broker answered at bootstrap_servers={cfg.bootstrap_servers!r}: check the "
+            "address and that the broker is up, or unset it to run embedded"
+        )
+        return open_client(KafkaConsumer, cfg, unreachable=unreachable, **options)
 
     def _connect_producer(self) -> Any:
         from kafka import KafkaProducer  # noqa: PLC0415 - kept off the embedded path
@@ -728,7 +797,7 @@ class KafkaRunner:
             **_RECONNECT,
         }
         if not self.exactly_once:
-            return KafkaProducer(**{**options, **self.client_options})
+            return open_client(KafkaProducer, cfg, **{**options, **self.client_options})
         options |= {
             "transactional_id": self.transactional_id,
             "enable_idempotence": True,
@@ -737,7 +806,7 @@ class KafkaRunner:
             # at most this long.
             "transaction_timeout_ms": 10_000,
         }
-        producer = KafkaProducer(**{**options, **self.client_options})
+        producer = open_client(KafkaProducer, cfg, **{**options, **self.client_options})
         try:
             bounded(producer.init_transactions, cfg.commit_timeout_seconds + 5, "initialising transactions")
         except UnsupportedVersionError:
@@ -794,7 +863,9 @@ def ensure_output_topics(config: ProcessorConfig, client_options: Mapping[str, A
     if config.recommend:
         wanted[config.recommendations_topic] = {}
         wanted[config.similar_items_topic] = {"cleanup.policy": "compact"}
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap_servers, **client_options)
+    admin = open_client(
+        KafkaAdminClient, config, bootstrap_servers=config.bootstrap_servers, **client_options
+    )
     created = []
     try:
         existing = set(admin.list_topics())

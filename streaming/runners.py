@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .artifacts import new_processor, warm_start_models
 from .config import ProcessorConfig
-from .core import Alert, Processor
+from .core import Alert
 from .events import Event, EventDecoder
 from .exceptions import BadRecord, DeliveryError
 from .recommender import RecoStep
@@ -178,7 +179,7 @@ def run_embedded(
     stats = RunStats()
     batch: list[tuple[bytes | None, int | None, str]] = []
 
-    with Processor(config) as processor:
+    with new_processor(config, warm_start_models(config)) as processor:
 
         def flush() -> None:
             events = decode_batch(decoder, batch, stats)

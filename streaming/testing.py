@@ -48,6 +48,7 @@ from typing import Any, Final, Literal, TypeAlias, final
 
 import orjson
 
+from .artifacts import new_processor, warm_start_models
 from .checkpoint import write_checkpoint
 from .config import ProcessorConfig
 from .core import Alert, Processor
@@ -545,6 +546,7 @@ class _Run:
         self.replay_until = 0  # records below it rebuild state only
         self.since_checkpoint = 0
         self.checkpointed_at = clock()
+        self.models = warm_start_models(config)
 
     def __call__(self) -> RunStats:
         processor = self._open()
@@ -592,7 +594,7 @@ class _Run:
             processor, start = found[0], found[1].offset
             self.stats.restored += 1
         else:
-            processor, start = Processor(self.config), 0
+            processor, start = new_processor(self.config, self.models), 0
         log.debug("%s: starting at offset %d, replaying up to %d", self.source.key, start, committed)
         self.position = start
         self.replay_until = committed if committed > start else 0

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -143,6 +145,28 @@ def fresh_topic(kafka_bootstrap: str) -> Iterator[object]:
             admin.delete_topics(created)
     finally:
         admin.close()
+
+
+@pytest.fixture
+def kafka_config(kafka_bootstrap: str, fresh_topic: Any, tmp_path: Path) -> Any:
+    """Factory: ``kafka_config(input_topic, base, **settings)`` is ``base`` (a ProcessorConfig) reading
+    ``input_topic`` on the test broker, with fresh output topics, its own group and state folder."""
+
+    def make(input_topic: str, base: Any, **settings: Any) -> Any:
+        return dataclasses.replace(
+            base,
+            bootstrap_servers=kafka_bootstrap,
+            input_topic=input_topic,
+            alerts_topic=fresh_topic("alerts"),
+            dead_letter_topic=fresh_topic("dead"),
+            recommendations_topic=fresh_topic("recommendations"),
+            similar_items_topic=fresh_topic("similar"),
+            group_id=f"group-{input_topic}",
+            state_dir=str(tmp_path / "state"),
+            **settings,
+        )
+
+    return make
 
 
 @pytest.fixture

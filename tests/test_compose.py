@@ -35,8 +35,8 @@ def parsed(service: dict[str, Any]) -> argparse.Namespace:
     return build_parser().parse_args(command if isinstance(command, list) else shlex.split(command))
 
 
-def test_the_stack_has_its_four_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "create-topics", "processor", "demo-producer"}
+def test_the_stack_has_its_five_services(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == {"kafka", "create-topics", "processor", "demo-producer", "prometheus"}
 
 
 def test_kafka_is_the_official_image_in_kraft_mode(services: dict[str, dict[str, Any]]) -> None:
@@ -97,3 +97,35 @@ def test_processors_wait_for_the_topics(services: dict[str, dict[str, Any]]) -> 
     for name in ("processor", "demo-producer"):
         assert services[name]["depends_on"]["create-topics"]["condition"] == "service_completed_successfully"
     assert services["create-topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_the_processor_scales_with_a_shared_state_volume_and_its_own_instance_ids(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    processor = services["processor"]
+    assert "ports" not in processor, "a published port would stop --scale processor=N"
+    assert "container_name" not in processor
+    settings = env(processor)
+    assert "ANOMREC_INSTANCE_ID" not in settings, "replicas must not share a transactional id"
+    config = ProcessorConfig.from_sources(settings)
+    volumes = [str(v) for v in processor["volumes"]]
+    assert f"anomrec-state:{config.state_dir}" in volumes  # one named volume, every replica
+    script = "\n".join(services["create-topics"]["command"])
+    partitions = int(re.search(r"--partitions (\d+)", script).group(1))  # type: ignore[union-attr]
+    assert partitions >= 3, "fewer input partitions than processors leaves processors idle"
+
+
+def test_prometheus_scrapes_every_processor_on_its_metrics_port(services: dict[str, dict[str, Any]]) -> None:
+    config = ProcessorConfig.from_sources(env(services["processor"]))
+    assert config.metrics_port > 0 and config.metrics_host == "0.0.0.0"
+    prometheus = services["prometheus"]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in prometheus["volumes"]}
+    scrape = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    (job,) = scrape["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["processor"] and discovery["type"] == "A"  # the service's replicas
+    assert discovery["port"] == config.metrics_port and job.get("metrics_path", "/metrics") == "/metrics"
+    for port in prometheus.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"{port} would listen beyond this host"
+    healthcheck = " ".join(services["processor"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{config.metrics_port}/healthz" in healthcheck

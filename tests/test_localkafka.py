@@ -161,3 +161,29 @@ def test_missing_maven_names_what_to_install(monkeypatch: pytest.MonkeyPatch, tm
         kafka.start()
     assert kafka.data_dir is None and kafka.pid is None
     assert not (tmp_path / "empty-cache" / f"kafka-{KAFKA_VERSION}" / "libs").exists()
+
+
+def test_sasl_users_are_checked_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match=r"SASL user name 'bad name': use letters, digits"):
+        LocalKafka(sasl_users={"bad name": "pw"})
+    with pytest.raises(ValueError, match=r"the password of SASL user 'alice' must be") as info:
+        LocalKafka(sasl_users={"alice": 'say "hi"'})
+    assert "say" not in str(info.value)  # it could be a real password
+    with pytest.raises(RuntimeError, match="no SASL listener"):
+        _ = LocalKafka().sasl_bootstrap_servers
+
+
+def test_a_sasl_listener_is_written_into_server_properties(tmp_path: Path) -> None:
+    kafka = LocalKafka(data_dir=tmp_path / "kafka", sasl_users={"alice": "a-pw", "bob": "b-pw"})
+    kafka._prepare_data_dir()
+    kafka._choose_ports()
+    kafka._write_config()
+    text = (tmp_path / "kafka" / "server.properties").read_text()
+    assert f"SASL://127.0.0.1:{kafka.sasl_port}" in text and kafka.sasl_port not in (kafka.port, None)
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL:SASL_PLAINTEXT"
+    assert f"listener.security.protocol.map={protocols}" in text
+    assert "inter.broker.listener.name=PLAINTEXT" in text  # the broker's own traffic needs no login
+    assert (
+        "listener.name.sasl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+        'required user_alice="a-pw" user_bob="b-pw";'
+    ) in text

@@ -8,6 +8,7 @@ Run on its own with ``pytest -m faults``; CI runs it with everything else. Every
 from __future__ import annotations
 
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -196,18 +197,7 @@ def test_three_processors_joining_and_leaving_over_six_partitions(
     kafka_bootstrap: str, source: Input, reference: Outputs, tmp_path: Path
 ) -> None:
     outputs = Outputs.fresh("churn")
-    procs = [
-        ProcessorProcess(
-            python_command(),
-            kafka_bootstrap,
-            source,
-            outputs,
-            state_dir=tmp_path / "state",  # shared: a moved partition resumes from its checkpoint
-            log_dir=tmp_path,
-            instance=f"p{i}",
-        )
-        for i in range(3)
-    ]
+    procs = group(3, kafka_bootstrap, source, outputs, tmp_path)
     rng = random.Random(7)
     with processes(*procs):
         procs[0].start()
@@ -225,3 +215,76 @@ def test_three_processors_joining_and_leaving_over_six_partitions(
         supervise_all(procs)
     assert sum(p.starts for p in procs) >= 5
     verify(kafka_bootstrap, source, outputs, reference)
+
+
+def test_scale_out_three_processors_share_six_partitions_and_a_leaver_hands_its_state_over(
+    kafka_bootstrap: str, source: Input, reference: Outputs, tmp_path: Path
+) -> None:
+    """Three processors in one group share the six partitions; the second leaves cleanly a few
+    batches in (it sends itself SIGTERM after its fourth produce), and the two left take over its
+    partitions from its checkpoints in the shared state folder. Outputs equal the one-process run."""
+    outputs = Outputs.fresh("scale")
+    procs = group(3, kafka_bootstrap, source, outputs, tmp_path)
+    leaver = procs[1]
+    with processes(*procs):
+        for p in procs:
+            p.start(
+                **(
+                    {
+                        "ANOMREC_CRASH_AT": "after-produce",
+                        "ANOMREC_CRASH_AFTER": "3",
+                        "ANOMREC_CRASH_SIGNAL": "SIGTERM",
+                    }
+                    if p is leaver
+                    else {}
+                )
+            )
+        supervise_all(procs, max_starts=1)  # nobody crashes: every exit is a clean 0
+    logs = {p.instance: (tmp_path / f"{p.instance}-1.log").read_text() for p in procs}
+    owned = {name: _partitions(text, "partitions assigned") for name, text in logs.items()}
+    assert all(owned.values()), owned  # each took part
+    assert set().union(*owned.values()) == set(range(6))
+    # The leaver stopped with its partitions unfinished; the others restored them from its checkpoints.
+    leaver_events = _summary(logs["p1"], "events")
+    assert 0 < leaver_events < 4800
+    restored = [
+        (int(m.group(1)), int(m.group(2)))
+        for name in ("p0", "p2")
+        for m in re.finditer(r"partition (\d+): restored the checkpoint at offset (\d+)", logs[name])
+    ]
+    assert any(partition in owned["p1"] and offset > 0 for partition, offset in restored), restored
+    # Every good event once, across the group (bad records are dead letters, not events).
+    assert sum(_summary(text, "events") for text in logs.values()) == 4800
+    verify(kafka_bootstrap, source, outputs, reference)
+
+
+def group(n: int, bootstrap: str, source: Input, outputs: Outputs, tmp_path: Path) -> list[ProcessorProcess]:
+    """``n`` processors of one group, p0 to p(n-1), sharing one state folder: a partition that moves
+    resumes from the checkpoint its last owner wrote."""
+    return [
+        ProcessorProcess(
+            python_command(),
+            bootstrap,
+            source,
+            outputs,
+            state_dir=tmp_path / "state",
+            log_dir=tmp_path,
+            instance=f"p{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def _partitions(log: str, what: str) -> set[int]:
+    return {
+        int(p)
+        for m in re.finditer(rf"{what}: \[([\d, ]*)\]", log)
+        for p in m.group(1).split(",")
+        if p.strip()
+    }
+
+
+def _summary(log: str, name: str) -> int:
+    match = re.search(rf"^{name}\s+([\d,]+)", log, re.MULTILINE)
+    assert match is not None, f"no {name!r} line in the summary:\n{log[-2000:]}"
+    return int(match.group(1).replace(",", ""))
