@@ -449,7 +449,10 @@ def verify(bootstrap: str, source: Input, run: Outputs, reference: Outputs) -> d
             f"{mine}: keys differ from the reference run's: {sorted(set(a) ^ set(b))[:5]}"
         )
         for key in b:
-            assert a[key] == b[key], f"{mine}: the outputs for {key!r} differ from the reference run's"
+            assert a[key] == b[key], (
+                f"{mine}: the outputs for {key!r} differ from the reference run's: "
+                + _first_difference(a[key], b[key])
+            )
     assert len(got[run.alerts]) > 0 and len(got[run.recommendations]) > 0
     return {
         "alerts": len(got[run.alerts]),
@@ -457,6 +460,14 @@ def verify(bootstrap: str, source: Input, run: Outputs, reference: Outputs) -> d
         "similar": len(got[run.similar]),
         "dead_letters": len(got[run.dead_letters]),
     }
+
+
+def _first_difference(got: list[Any], want: list[Any]) -> str:
+    """Where two output sequences part, for the failure message: counts, then the first two records."""
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g != w:
+            return f"{len(got)} records against {len(want)}; #{i} is\n  {g!r}\nnot\n  {w!r}"
+    return f"{len(got)} records against {len(want)}; the shorter is a prefix of the longer"
 
 
 def python_command() -> list[str]:
