@@ -12,7 +12,9 @@ starts (decoding is never inside a timed region), and turned into feature vector
    ("build s"); events/s and the speed-up are for the rest. River at (25, 15) runs on the first
    ``--river-events`` events only (it manages a few hundred events/s); ours on all of them, and its
    scores are compared with River's over the events River saw ("same" is ``np.array_equal``).
-2. **The full path** at the default ``ProcessorConfig()``: features, HST (numpy), IsolationForest
+2. **The full path** at the default ``ProcessorConfig()`` with ``recommend=False`` (the anomaly
+   path alone; the recommender, also on by default, is ``benchmarks/recommender.py``'s, and it costs
+   more than the whole anomaly path): features, HST (numpy), IsolationForest
    (compiled), LOF, calibrated ensemble, alerts; ``Processor.process`` on micro-batches of 500 and
    of 1000, each in a fresh processor. IsolationForest and LOF are refit during the run at fixed
    stream positions (first after ``first_fit_after`` events, then every ``refit_every``) on the
@@ -185,7 +187,7 @@ def run_path(cfg: ProcessorConfig, events: list[Event], batch_size: int) -> dict
 def path_table(cfg: ProcessorConfig, events: list[Event]) -> dict[int, dict[str, Any]]:
     n = len(events)
     print(
-        f"2. Full path: Processor(ProcessorConfig()), profile {cfg.profile!r}, detectors "
+        f"2. Full path: Processor(ProcessorConfig(recommend=False)), profile {cfg.profile!r}, detectors "
         f"{', '.join(cfg.detectors)}; HST {cfg.n_trees} trees h {cfg.height} window {cfg.window_size}, "
         f"IsolationForest {cfg.iforest_trees} trees (compiled), LOF k={cfg.lof_neighbors}"
     )
@@ -321,7 +323,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(machine())
-    cfg = ProcessorConfig()
+    cfg = ProcessorConfig(recommend=False)
     docs = generate_transactions(args.events, n_users=args.users, seed=args.seed)
     decoder = EventDecoder(cfg)
     start = time.perf_counter()
