@@ -976,16 +976,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _anomaly_data_flags(parser: argparse.ArgumentParser) -> None:
-    """The data, run and processor options of an anomaly evaluation (evaluate anomalies, report)."""
-    data = parser.add_argument_group("a labelled CSV instead, rows in stream order")
+def _csv_flags(parser: argparse.ArgumentParser, title: str, label_help: str) -> None:
+    """The options of a CSV read as events of the generic profile (see :func:`_csv_events`)."""
+    data = parser.add_argument_group(title)
     data.add_argument("--csv", metavar="FILE", help="the CSV file")
-    data.add_argument("--label-column", metavar="COL", help="column with 1 for an anomaly, 0 otherwise")
+    data.add_argument("--label-column", metavar="COL", help=label_help)
     data.add_argument(
         "--feature-columns", metavar="A,B,...", help="numeric columns to score (default: all the others)"
     )
     data.add_argument("--entity-column", metavar="COL", help="column naming the entity (optional)")
     data.add_argument("--time-column", metavar="COL", help="epoch-seconds column (default: the row number)")
+
+
+def _anomaly_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The data, run and processor options of an anomaly evaluation (evaluate anomalies, report)."""
+    _csv_flags(
+        parser, "a labelled CSV instead, rows in stream order", "column with 1 for an anomaly, 0 otherwise"
+    )
     synth = parser.add_argument_group("the synthetic data set")
     synth.add_argument("--events", type=_positive_int, default=60_000, help="events (default 60000)")
     synth.add_argument("--users", type=_positive_int, default=600, help="cardholders (default 600)")
@@ -1289,14 +1296,11 @@ def _fit_parser(sub: Any) -> None:
         ),
     )
     fit.add_argument("--source", metavar="FILE", help="a recording (anomrec record) to fit on")
-    data = fit.add_argument_group("or a CSV, rows in stream order (the generic profile)")
-    data.add_argument("--csv", metavar="FILE", help="the CSV file")
-    data.add_argument("--label-column", metavar="COL", help="a label column to leave out of the features")
-    data.add_argument(
-        "--feature-columns", metavar="A,B,...", help="numeric columns to score (default: all the others)"
+    _csv_flags(
+        fit,
+        "or a CSV, rows in stream order (the generic profile)",
+        "a label column to leave out of the features",
     )
-    data.add_argument("--entity-column", metavar="COL", help="column naming the entity (optional)")
-    data.add_argument("--time-column", metavar="COL", help="epoch-seconds column (default: the row number)")
     fit.add_argument(
         "--out", default="anomrec-models", metavar="DIR", help="models folder (default anomrec-models)"
     )

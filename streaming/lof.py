@@ -151,14 +151,7 @@ def _score_rows(  # noqa: PLR0917
     for r in range(X.shape[0]):
         for f in range(n_features):
             x[f] = (X[r, f] - center[f]) / scale[f]
-        # Feature by feature over all training rows: each d2[j] is still summed in feature order.
-        for j in range(n_train):
-            d2[j] = 0.0
-        for f in range(n_features):
-            xf = x[f]
-            for j in range(n_train):
-                diff = xf - train_T[f, j]
-                d2[j] += diff * diff
+        _sq_distances(x, train_T, d2)
         _select(d2, -1, k, best_d2, best_j)
         for i in range(k):
             terms[i] = max(math.sqrt(best_d2[i]), kdist[best_j[i]])
@@ -166,6 +159,23 @@ def _score_rows(  # noqa: PLR0917
         for i in range(k):
             terms[i] = lrd[best_j[i]] / x_lrd
         out[r] = -(_pairwise_sum(terms, 0, k) / k)
+
+
+@njit(cache=_CACHE)
+def _sq_distances(x: FloatArray, train_T: FloatArray, d2: FloatArray) -> None:
+    """``d2[j]``: the squared distance from ``x`` to training row ``j``, summed in feature order.
+
+    Feature by feature over all training rows (contiguous in ``train_T``), so each sum still runs
+    in feature order: the same bits whatever the batch, for the scored rows and the training side.
+    """
+    n_features, n_train = train_T.shape
+    for j in range(n_train):
+        d2[j] = 0.0
+    for f in range(n_features):
+        xf = x[f]
+        for j in range(n_train):
+            diff = xf - train_T[f, j]
+            d2[j] += diff * diff
 
 
 @njit(cache=_CACHE)
@@ -194,20 +204,14 @@ def _select(d2: FloatArray, skip: int, k: int, best_d2: FloatArray, best_j: npt.
 @njit(cache=_CACHE)
 def _fit_rows(train_T: FloatArray, k: int, kdist: FloatArray, lrd: FloatArray) -> None:
     """Each training row's k-distance and LRD among the other training rows, exactly."""
-    n_features, n_train = train_T.shape
+    n_train = train_T.shape[1]
     d2 = np.empty(n_train)
     best_d2 = np.empty(k)
     best_j = np.empty(k, dtype=np.intp)
     dist = np.empty((n_train, k))
     nbr = np.empty((n_train, k), dtype=np.intp)
     for r in range(n_train):
-        for j in range(n_train):
-            d2[j] = 0.0
-        for f in range(n_features):
-            xf = train_T[f, r]
-            for j in range(n_train):
-                diff = xf - train_T[f, j]
-                d2[j] += diff * diff
+        _sq_distances(train_T[:, r], train_T, d2)
         _select(d2, r, k, best_d2, best_j)
         for i in range(k):
             dist[r, i] = math.sqrt(best_d2[i])
