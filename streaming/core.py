@@ -80,6 +80,9 @@ STATE_FORMAT = 1
 #: records come from and go to, how they are batched, committed and checkpointed, and what an alert
 #: shows. State taken under any other setting's different value is refused by
 #: :meth:`Processor.restore`, so a setting added later counts as model-affecting until listed here.
+#: Added to the seed of :meth:`Processor.refit_now`'s fit (see there).
+_FINAL_FIT_SEED_OFFSET = 1_000_003
+
 RUNTIME_SETTINGS = frozenset(
     {
         "bootstrap_servers",
@@ -750,7 +753,9 @@ class Processor:
                     f"only {len(train)} clean events to fit on; fit on more data (at least "
                     f"{cfg.first_fit_after:,} events)"
                 )
-            seed = cfg.seed + self.n_seen_ // max(1, cfg.refit_every) + 1_000_003
+            # Offset from the scheduled refits' seeds (seed + fit index), so that this final fit
+            # never repeats the random draws of the scheduled fit at the same stream position.
+            seed = cfg.seed + self.n_seen_ // max(1, cfg.refit_every) + _FINAL_FIT_SEED_OFFSET
             for d in refittable:
                 d.begin_fit(train[-cfg.lof_window :] if d.name == "lof" else train, seed=seed)
             self._finish_fits(None)
